@@ -1,0 +1,105 @@
+"""Built-in demo models: real torch modules, deterministic, sized by keyword, no download.
+
+``demo:mlp`` and ``demo:transformer`` let every example, test and benchmark
+run on a fresh machine with nothing but torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Callable
+from typing import Any
+
+from nbmodels.errors import InvalidArgumentError
+
+
+def _seeded(seed: int, build: Callable[[], Any]) -> Any:
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def mlp(
+    *,
+    in_features: int = 64,
+    hidden: int = 256,
+    layers: int = 2,
+    out_features: int = 10,
+    size_mb: float | None = None,
+    seed: int = 0,
+) -> Any:
+    """A ReLU multilayer perceptron. ``size_mb`` picks ``hidden`` so float32 weights take about that much."""
+    from torch import nn
+
+    if layers < 1:
+        raise InvalidArgumentError(f"demo:mlp needs layers >= 1, got {layers}")
+    if size_mb is not None:
+        if size_mb <= 0:
+            raise InvalidArgumentError(f"demo:mlp needs size_mb > 0, got {size_mb}")
+        # (layers - 1) hidden x hidden blocks dominate; solve for hidden, at least 8.
+        target = size_mb * 1024 * 1024 / 4
+        blocks = max(layers - 1, 1)
+        hidden = max(8, int(math.sqrt(target / blocks)))
+
+    def build() -> nn.Module:
+        dims = [in_features] + [hidden] * layers
+        stack: list[nn.Module] = []
+        for a, b in itertools.pairwise(dims):
+            stack += [nn.Linear(a, b), nn.ReLU()]
+        stack.append(nn.Linear(hidden, out_features))
+        return nn.Sequential(*stack)
+
+    return _seeded(seed, build)
+
+
+@functools.cache
+def _transformer_class() -> type:
+    """Define the demo transformer on first use, so that torch is imported only then."""
+    import torch
+    from torch import nn
+
+    class DemoTransformer(nn.Module):
+        """A small causal language model whose output head shares the embedding weights."""
+
+        def __init__(self, vocab: int, d_model: int, layers: int, heads: int, max_len: int, tie: bool) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(vocab, d_model)
+            self.position = nn.Embedding(max_len, d_model)
+            block = nn.TransformerEncoderLayer(d_model, heads, 4 * d_model, dropout=0.0, batch_first=True)
+            self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+            self.head = nn.Linear(d_model, vocab, bias=False)
+            if tie:
+                self.head.weight = self.embed.weight
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            positions = torch.arange(tokens.shape[-1], device=tokens.device)
+            hidden = self.embed(tokens) + self.position(positions)
+            mask = nn.Transformer.generate_square_subsequent_mask(tokens.shape[-1], device=tokens.device)
+            logits: torch.Tensor = self.head(self.encoder(hidden, mask=mask, is_causal=True))
+            return logits
+
+    return DemoTransformer
+
+
+def transformer(
+    *,
+    vocab: int = 1000,
+    d_model: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    max_len: int = 128,
+    tie_weights: bool = True,
+    seed: int = 0,
+) -> Any:
+    """A tiny causal transformer LM; ``tie_weights`` shares the embedding with the head."""
+    if d_model % heads:
+        raise InvalidArgumentError(f"demo:transformer needs d_model divisible by heads, got {d_model} and {heads}")
+    cls = _transformer_class()
+    return _seeded(seed, lambda: cls(vocab, d_model, layers, heads, max_len, tie_weights))
+
+
+DEMO_MODELS: dict[str, Callable[..., Any]] = {"mlp": mlp, "transformer": transformer}

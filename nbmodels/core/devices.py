@@ -1,0 +1,98 @@
+"""Checking device and dtype names before anything is loaded.
+
+A typo such as ``"gpu"`` or ``"float17"`` must fail before a slow load starts,
+and with a message that lists what would have worked.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import TYPE_CHECKING, Any
+
+from nbmodels.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    import torch
+
+_DEVICE_PATTERN = re.compile(r"^(cpu|meta|mps|auto|cuda)(?::(\d+))?$")
+
+DTYPE_ALIASES: dict[str, str] = {
+    "float32": "float32",
+    "float": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "half": "float16",
+    "fp16": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float64": "float64",
+    "double": "float64",
+    "fp64": "float64",
+}
+
+
+def cuda_device_count() -> int:
+    """How many CUDA devices torch can see, without creating a CUDA context."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0
+    return int(torch.cuda.device_count())
+
+
+def cuda_initialized() -> bool:
+    """True once this process has a CUDA context (never imports torch itself)."""
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())
+
+
+def normalize_device(device: Any) -> str | None:
+    """Return a canonical device string ("cpu", "cuda:0", ...) or None for "leave it".
+
+    ``"auto"`` picks the first CUDA device when there is one, else the CPU.
+    """
+    if device is None:
+        return None
+    text = str(device).strip().lower()
+    match = _DEVICE_PATTERN.match(text)
+    if match is None:
+        raise InvalidArgumentError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'")
+    kind, index = match.group(1), match.group(2)
+    if kind == "auto":
+        if index is not None:
+            raise InvalidArgumentError(f"unknown device {device!r}; 'auto' takes no index")
+        return "cuda:0" if cuda_device_count() > 0 else "cpu"
+    if kind in ("cpu", "meta"):
+        if index not in (None, "0"):
+            raise InvalidArgumentError(f"unknown device {device!r}; use {kind!r}")
+        return kind
+    if kind == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise InvalidArgumentError(f"device {device!r} is not available on this machine; use 'cpu'")
+        return "mps"
+    count = cuda_device_count()
+    wanted = int(index) if index is not None else 0
+    if wanted >= count:
+        have = f"devices cuda:0 to cuda:{count - 1}" if count else "no CUDA device"
+        raise InvalidArgumentError(f"device {device!r} is not available: this machine has {have}; use 'cpu' or 'auto'")
+    return f"cuda:{wanted}"
+
+
+def normalize_dtype(dtype: Any) -> torch.dtype | None:
+    """Map a dtype name ("fp16", "bfloat16", torch.float32) to a torch floating dtype."""
+    if dtype is None:
+        return None
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    text = str(dtype).strip().lower().removeprefix("torch.")
+    canonical = DTYPE_ALIASES.get(text)
+    if canonical is None:
+        names = ", ".join(sorted(set(DTYPE_ALIASES.values())))
+        raise InvalidArgumentError(f"unknown dtype {dtype!r}; use one of {names}")
+    result: torch.dtype = getattr(torch, canonical)
+    return result

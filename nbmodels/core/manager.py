@@ -1,0 +1,550 @@
+"""The thread-safe model manager: load by name, list, unload, clean up, and prove it.
+
+Locking follows the cache-stampede pattern: check under the lock, mark the
+name pending, run the slow loader outside the lock, store under the lock and
+wake the waiters in ``finally``. So a load of one name never blocks
+``list()``, ``get()`` or the load of another name, and concurrent loads of
+one name call the loader once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import gc
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from nbmodels.core import memory
+from nbmodels.core.devices import normalize_device, normalize_dtype
+from nbmodels.core.refs import describe_holders
+from nbmodels.core.reports import Event, ModelInfo, ModelList, ReleaseReport, StillAlive
+from nbmodels.core.sources import Source, resolve
+from nbmodels.errors import (
+    InvalidArgumentError,
+    ModelConflictError,
+    ModelLoadError,
+    ModelNotFoundError,
+    NbModelsError,
+)
+
+log = logging.getLogger("nbmodels")
+
+Subscriber = Callable[[Event], None]
+ReleaseHook = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What a load asks for; compared against what a loaded name was loaded with."""
+
+    source: Source
+    kwargs: dict[str, Any]
+    device: str | None
+    dtype: Any
+    trust: bool
+
+
+@dataclass
+class _Entry:
+    """A loaded model and its bookkeeping. Internal: callers only ever see ModelInfo."""
+
+    name: str
+    model: Any
+    spec: _Spec
+    footprint: memory.Footprint
+    rss_delta: int | None
+    cuda_delta: dict[str, int]
+    load_seconds: float
+    loaded_at: float
+    on_release: ReleaseHook | None
+    pinned: bool = False
+    hits: int = 0
+    last_used: float = 0.0
+    _info: ModelInfo | None = field(default=None, repr=False)
+
+    def touch(self) -> None:
+        self.hits += 1
+        self.last_used = time.time()
+        self._info = None
+
+    def info(self) -> ModelInfo:
+        if self._info is None:
+            fp = self.footprint
+            self._info = ModelInfo(
+                name=self.name,
+                source=self.spec.source.text,
+                class_name=type(self.model).__name__,
+                devices=fp.devices,
+                dtypes=fp.dtypes,
+                parameters=fp.parameters,
+                bytes_by_device=dict(fp.bytes_by_device),
+                rss_delta=self.rss_delta,
+                cuda_allocated_delta=dict(self.cuda_delta),
+                load_seconds=self.load_seconds,
+                loaded_at=self.loaded_at,
+                last_used=self.last_used,
+                hits=self.hits,
+                pinned=self.pinned,
+            )
+        return self._info
+
+
+@dataclass
+class _Pending:
+    """A load in flight: waiters block on ``done`` and then re-check the entries."""
+
+    owner: int = field(default_factory=threading.get_ident)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class _Registration:
+    source: Source
+    defaults: dict[str, Any]
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"a model name must be a string, not {type(name).__name__}")
+    if not name.strip():
+        raise InvalidArgumentError("the model name is empty; give the model a name such as 'encoder'")
+    if name != name.strip() or any(ch.isspace() for ch in name):
+        raise InvalidArgumentError(f"model name {name!r} contains spaces; use a name without spaces")
+    return name
+
+
+def _watch(model: Any) -> list[weakref.ref[Any]]:
+    """Weak references that tell whether ``model`` (or, if it is not weak-referenceable,
+    its tensors) is gone."""
+    try:
+        return [weakref.ref(model)]
+    except TypeError:
+        refs = []
+        for tensor in memory.tensors_of(model):
+            refs.append(weakref.ref(tensor))
+        return refs
+
+
+def _place(model: Any, device: str | None, dtype: Any) -> Any:
+    if device is None and dtype is None:
+        return model
+    move = getattr(model, "to", None)
+    if move is None:
+        raise InvalidArgumentError(f"a {type(model).__name__} has no .to(); load it without device or dtype")
+    if device is not None:
+        model = move(device)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model
+
+
+class ModelManager:
+    """Loads models by name, tracks what they cost, and releases them for real.
+
+    One instance per process is the norm (:meth:`get_instance`); separate
+    instances are independent and useful in tests.
+    """
+
+    _instance: ClassVar[ModelManager | None] = None
+    _instance_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._release_lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._registry: dict[str, _Registration] = {}
+        self._subscribers: list[Subscriber] = []
+        self._used = False
+
+    @classmethod
+    def get_instance(cls) -> ModelManager:
+        """The process-wide manager, created on first use."""
+        if cls._instance is None:
+            with cls._instance_lock:
+                if cls._instance is None:
+                    cls._instance = cls()
+        return cls._instance
+
+    def is_initialized(self) -> bool:
+        """True once anything was registered or loaded: before that, cleanup has nothing to do."""
+        return self._used
+
+    # --- registry -------------------------------------------------------------
+
+    def register(self, name: str, source: Any, **defaults: Any) -> None:
+        """Remember how to load ``name`` so that ``load(name)`` needs nothing else."""
+        name = _check_name(name)
+        resolved = resolve(source)
+        for key in ("device", "dtype"):
+            if key in defaults:
+                (normalize_device if key == "device" else normalize_dtype)(defaults[key])
+        with self._lock:
+            self._registry[name] = _Registration(resolved, dict(defaults))
+            self._used = True
+        log.info("registered %s -> %s", name, resolved.text)
+
+    def registered(self) -> list[str]:
+        """Names that can be loaded by name alone."""
+        with self._lock:
+            return list(self._registry)
+
+    # --- loading --------------------------------------------------------------
+
+    def load(
+        self,
+        name: str,
+        source: Any = None,
+        *,
+        device: Any = None,
+        dtype: Any = None,
+        trust: bool = False,
+        pin: bool = False,
+        reload: bool = False,
+        on_release: ReleaseHook | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Load ``name`` from ``source`` (or its registration) and return the model.
+
+        Loading a loaded name returns the same object; asking for it from another
+        source or with other settings is a ModelConflictError unless ``reload=True``.
+        ``on_release`` is called with the model when it is released (to close handles).
+        """
+        name = _check_name(name)
+        spec, explicit = self._spec(name, source, device, dtype, trust, kwargs)
+        while True:
+            with self._lock:
+                self._used = True
+                entry = self._entries.get(name)
+                pending = self._pending.get(name)
+                if entry is not None and not reload:
+                    self._check_same(entry, spec, explicit)
+                    entry.touch()
+                    entry.pinned = entry.pinned or pin
+                    return entry.model
+                if pending is None:
+                    previous = self._entries.pop(name, None)
+                    pending = self._pending[name] = _Pending()
+                    break
+                if pending.owner == threading.get_ident():
+                    raise ModelLoadError(name, f"the loader of {name!r} tried to load {name!r} itself")
+            pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            reload = False  # the load we waited for is the reload we wanted
+        return self._load_as_owner(name, spec, pending, previous, pin=pin, on_release=on_release)
+
+    def _spec(
+        self, name: str, source: Any, device: Any, dtype: Any, trust: bool, kwargs: dict[str, Any]
+    ) -> tuple[_Spec, set[str]]:
+        """Resolve everything that can fail before the manager changes; note what was explicit."""
+        explicit = {k for k, v in (("source", source), ("device", device), ("dtype", dtype)) if v is not None}
+        if kwargs:
+            explicit.add("kwargs")
+        if source is None:
+            with self._lock:
+                registration = self._registry.get(name)
+                loaded = self._entries.get(name)
+            if registration is None and loaded is None:
+                with self._lock:
+                    known = list(self._registry) + list(self._entries)
+                raise ModelNotFoundError(name, known)
+            if registration is not None:
+                defaults = dict(registration.defaults)
+                device = device if device is not None else defaults.pop("device", None)
+                dtype = dtype if dtype is not None else defaults.pop("dtype", None)
+                defaults.pop("device", None)
+                defaults.pop("dtype", None)
+                kwargs = {**defaults, **kwargs}
+                resolved = registration.source
+            else:
+                assert loaded is not None
+                resolved = loaded.spec.source
+        else:
+            resolved = resolve(source)
+        spec = _Spec(resolved, dict(kwargs), normalize_device(device), normalize_dtype(dtype), trust)
+        return spec, explicit
+
+    @staticmethod
+    def _check_same(entry: _Entry, spec: _Spec, explicit: set[str]) -> None:
+        loaded = entry.spec
+        differences = []
+        if "source" in explicit and spec.source.key != loaded.source.key:
+            differences.append(f"source {spec.source.text!r} (loaded from {loaded.source.text!r})")
+        if "device" in explicit and spec.device != loaded.device:
+            differences.append(f"device {spec.device!r} (loaded with {loaded.device!r})")
+        if "dtype" in explicit and spec.dtype != loaded.dtype:
+            differences.append(f"dtype {spec.dtype} (loaded with {loaded.dtype})")
+        if "kwargs" in explicit and spec.kwargs != loaded.kwargs:
+            differences.append(f"keywords {spec.kwargs} (loaded with {loaded.kwargs})")
+        if differences:
+            raise ModelConflictError(
+                f"model {entry.name!r} is already loaded; this asks for "
+                + ", ".join(differences)
+                + f"; pass reload=True to load it again, or unload({entry.name!r}) first"
+            )
+
+    def _load_as_owner(
+        self,
+        name: str,
+        spec: _Spec,
+        pending: _Pending,
+        previous: _Entry | None,
+        *,
+        pin: bool,
+        on_release: ReleaseHook | None,
+    ) -> Any:
+        try:
+            if previous is not None:
+                report = self._release([previous], pending=())
+                self._emit(Event("unloaded", name=name, report=report))
+            self._emit(Event("load_started", name=name))
+            entry = self._run_loader(name, spec, pin=pin, on_release=on_release)
+        except BaseException as exc:
+            error = exc
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: waiters get an error
+                error = ModelLoadError(name, f"loading {name!r} was interrupted ({type(exc).__name__})")
+            with self._lock:
+                del self._pending[name]
+                pending.error = error
+                pending.done.set()
+            log.warning("loading %s failed: %s", name, error)
+            self._emit(Event("load_failed", name=name, error=str(error)))
+            raise
+        with self._lock:
+            self._entries[name] = entry
+            del self._pending[name]
+            pending.done.set()
+            info = entry.info()
+        log.info("loaded %s", info.summary())
+        self._emit(Event("load_finished", name=name, info=info))
+        return entry.model
+
+    def _run_loader(self, name: str, spec: _Spec, *, pin: bool, on_release: ReleaseHook | None) -> _Entry:
+        """Call the loader (no lock held) and measure what it cost."""
+        rss_before = memory.process_rss()
+        cuda_before = memory.cuda_allocated()
+        started = time.perf_counter()
+        try:
+            model = spec.source.load(trust=spec.trust, kwargs=spec.kwargs)
+            if model is None:
+                raise ModelLoadError(
+                    name, f"the loader of {name!r} ({spec.source.text}) returned None; it must return the model"
+                )
+            model = _place(model, spec.device, spec.dtype)
+        except NbModelsError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(
+                name, f"loading {name!r} from {spec.source.text} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        seconds = time.perf_counter() - started
+        cuda_after = memory.cuda_allocated()
+        now = time.time()
+        return _Entry(
+            name=name,
+            model=model,
+            spec=spec,
+            footprint=memory.footprint(model),
+            rss_delta=memory.process_rss() - rss_before,
+            cuda_delta={d: cuda_after[d] - cuda_before.get(d, 0) for d in cuda_after},
+            load_seconds=seconds,
+            loaded_at=now,
+            last_used=now,
+            on_release=on_release,
+            pinned=pin,
+        )
+
+    # --- reading --------------------------------------------------------------
+
+    def get(self, name: str) -> Any:
+        """The loaded model called ``name`` (counts as a use)."""
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                raise ModelNotFoundError(name, list(self._entries))
+            entry.touch()
+            return entry.model
+
+    def info(self, name: str) -> ModelInfo:
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                raise ModelNotFoundError(name, list(self._entries))
+            return entry.info()
+
+    def list(self) -> ModelList:
+        """Every loaded model, oldest first, as data with a table repr."""
+        with self._lock:
+            return ModelList(entry.info() for entry in self._entries.values())
+
+    def loading(self) -> builtins.list[str]:
+        """Names whose load is in flight."""
+        with self._lock:
+            return list(self._pending)
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return name in self._entries
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __repr__(self) -> str:
+        with self._lock:
+            return f"<ModelManager: {len(self._entries)} loaded, {len(self._pending)} loading>"
+
+    # --- changing placement ---------------------------------------------------
+
+    def move(self, name: str, device: Any) -> ModelInfo:
+        """Move a loaded model to ``device`` (offload to the CPU, or back to a GPU)."""
+        target = normalize_device(device)
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                raise ModelNotFoundError(name, list(self._entries))
+            model = entry.model
+        moved = _place(model, target, None)
+        with self._lock:
+            if self._entries.get(name) is entry:
+                entry.model = moved
+                entry.footprint = memory.footprint(moved)
+                entry.spec = _Spec(entry.spec.source, entry.spec.kwargs, target, entry.spec.dtype, entry.spec.trust)
+                entry._info = None
+            info = entry.info()
+        del model, moved
+        memory.empty_cuda_cache()
+        self._emit(Event("moved", name=name, info=info))
+        return info
+
+    # --- releasing ------------------------------------------------------------
+
+    def unload(self, name: str) -> ReleaseReport:
+        """Release one model and report whether its memory really came back."""
+        with self._lock:
+            entry = self._entries.pop(name, None)
+            if entry is None:
+                hint = " (it is still loading)" if name in self._pending else ""
+                known = list(self._entries)
+        if entry is None:
+            error = ModelNotFoundError(name, known)
+            error.message += hint
+            raise error
+        log.info("unloading %s", name)
+        report = self._release([entry], pending=())
+        self._emit(Event("unloaded", name=name, report=report))
+        return report
+
+    def cleanup(self) -> ReleaseReport:
+        """Release every model. Idempotent; one model's failure never stops the others.
+
+        Loads still in flight finish normally and are listed as pending.
+        """
+        with self._lock:
+            entries = list(self._entries.values())
+            self._entries.clear()
+            pending = tuple(self._pending)
+        log.info("cleanup: releasing %d model(s)%s", len(entries), f", {len(pending)} still loading" if pending else "")
+        report = self._release(entries, pending=pending)
+        for line in report.lines():
+            log.info("cleanup: %s", line)
+        self._emit(Event("cleanup", report=report))
+        return report
+
+    def _release(self, entries: builtins.list[_Entry], *, pending: tuple[str, ...]) -> ReleaseReport:
+        """Drop our references, then check with weak references what really went away.
+
+        A gc pass runs only if something survived the drop (a reference cycle);
+        whatever survives that is held from outside and gets named.
+        """
+        with self._release_lock:
+            started = time.perf_counter()
+            rss_before = memory.process_rss()
+            cuda_before = memory.cuda_allocated()
+            errors: dict[str, str] = {}
+            watched: builtins.list[tuple[str, builtins.list[weakref.ref[Any]], memory.Footprint]] = []
+            for entry in entries:
+                try:
+                    watched.append((entry.name, _watch(entry.model), entry.footprint))
+                    if entry.on_release is not None:
+                        entry.on_release(entry.model)
+                except Exception as exc:
+                    errors[entry.name] = f"{type(exc).__name__}: {exc}"
+                    log.warning("releasing %s: %s", entry.name, errors[entry.name])
+                finally:
+                    entry.model = None
+                    entry._info = None
+            entries = []  # drop the last strong references to the entries themselves
+            gc_collected = False
+            if any(_alive(refs) for _, refs, _ in watched):
+                gc.collect()
+                gc_collected = True
+            cuda_emptied = memory.empty_cuda_cache()
+            freed: dict[str, int] = {}
+            still_alive: builtins.list[StillAlive] = []
+            for name, refs, footprint in watched:
+                survivors = [obj for obj in (r() for r in refs) if obj is not None]
+                if survivors:
+                    still_alive.append(StillAlive(name, describe_holders(survivors[0], ignore=(survivors,))))
+                    del survivors
+                    continue
+                for device, nbytes in footprint.bytes_by_device.items():
+                    freed[device] = freed.get(device, 0) + nbytes
+            if freed:
+                memory.trim_heap()
+            report = ReleaseReport(
+                released=tuple(name for name, _, _ in watched),
+                freed_bytes=freed,
+                rss_before=rss_before,
+                rss_after=memory.process_rss(),
+                cuda_allocated_before=cuda_before,
+                cuda_allocated_after=memory.cuda_allocated(),
+                still_alive=tuple(still_alive),
+                errors=errors,
+                seconds=time.perf_counter() - started,
+                gc_collected=gc_collected,
+                cuda_cache_emptied=cuda_emptied,
+                pending=pending,
+            )
+        for alive in report.still_alive:
+            log.warning("%s", alive.describe())
+        return report
+
+    # --- events ---------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(event)`` on every change; returns a function that unsubscribes."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _emit(self, event: Event) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("an nbmodels event subscriber failed on %s; the manager carries on", event.kind)
+
+
+def _alive(refs: Iterable[weakref.ref[Any]]) -> bool:
+    return any(r() is not None for r in refs)
+
+
+def get_manager() -> ModelManager:
+    """The process-wide ModelManager (same as ``ModelManager.get_instance()``)."""
+    return ModelManager.get_instance()

@@ -1,0 +1,217 @@
+"""What a model costs, and what the process and each device hold right now.
+
+Accounting counts unique storages: tied weights and views share one storage
+and are counted once, so the sum is what freeing the model can give back.
+Readings (RSS, CUDA allocated) are measurements, never attributed guesses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import psutil
+
+from nbmodels.core.devices import cuda_initialized
+
+log = logging.getLogger("nbmodels")
+
+_MAX_WALK_ITEMS = 100_000
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Bytes, parameters, devices and dtypes of one object, as far as they can be known."""
+
+    bytes_by_device: dict[str, int]
+    parameters: int | None
+    dtypes: tuple[str, ...]
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Devices ordered by the bytes they hold, largest first."""
+        return tuple(sorted(self.bytes_by_device, key=lambda d: -self.bytes_by_device[d]))
+
+
+def _tensors_of(obj: Any) -> Iterator[Any]:
+    """Yield the tensors that make up ``obj``: a module's parameters and buffers,
+    a tensor itself, or the tensors inside (nested) dicts, lists and tuples."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if isinstance(obj, torch.nn.Module):
+        yield from obj.parameters()
+        yield from obj.buffers()
+        return
+    if isinstance(obj, torch.Tensor):
+        yield obj
+        return
+    if isinstance(obj, dict | list | tuple):
+        stack: list[Any] = [obj]
+        seen = 0
+        while stack and seen < _MAX_WALK_ITEMS:
+            item = stack.pop()
+            seen += 1
+            if isinstance(item, torch.Tensor):
+                yield item
+            elif isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list | tuple):
+                stack.extend(item)
+            elif isinstance(item, torch.nn.Module):
+                yield from item.parameters()
+                yield from item.buffers()
+
+
+def tensors_of(obj: Any) -> list[Any]:
+    """The tensors of ``obj`` (see :func:`_tensors_of`), as a list."""
+    return list(_tensors_of(obj))
+
+
+def footprint(obj: Any) -> Footprint:
+    """Measure ``obj``: unique storage bytes per device, parameter count, dtypes.
+
+    Objects that hold no tensors get ``parameters=None`` and no bytes: unknown,
+    not zero.
+    """
+    torch = sys.modules.get("torch")
+    storages: dict[tuple[str, int], int] = {}
+    dtypes: set[str] = set()
+    found_any = False
+    for tensor in _tensors_of(obj):
+        found_any = True
+        dtypes.add(str(tensor.dtype).removeprefix("torch."))
+        device = str(tensor.device)
+        if tensor.device.type == "meta":
+            storages.setdefault((device, id(tensor)), 0)
+            continue
+        storage = tensor.untyped_storage()
+        storages[(device, storage.data_ptr())] = storage.nbytes()
+    by_device: dict[str, int] = {}
+    for (device, _), nbytes in storages.items():
+        by_device[device] = by_device.get(device, 0) + nbytes
+    parameters: int | None = None
+    if torch is not None and isinstance(obj, torch.nn.Module):
+        parameters = sum(p.numel() for p in obj.parameters())
+    elif found_any:
+        parameters = None
+    return Footprint(bytes_by_device=by_device, parameters=parameters, dtypes=tuple(sorted(dtypes)))
+
+
+# --- readings ---------------------------------------------------------------
+
+
+def process_rss() -> int:
+    """Resident set size of this process, in bytes."""
+    return int(psutil.Process().memory_info().rss)
+
+
+def cuda_allocated() -> dict[str, int]:
+    """Bytes allocated by torch's caching allocator per CUDA device; empty before CUDA starts."""
+    if not cuda_initialized():
+        return {}
+    import torch
+
+    return {f"cuda:{i}": int(torch.cuda.memory_allocated(i)) for i in range(torch.cuda.device_count())}
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """One device's memory right now. For the CPU: RSS as used, system total and available."""
+
+    device: str
+    used: int
+    total: int | None
+    available: int | None = None
+    reserved: int | None = None
+    context_floor: int | None = None
+
+    @property
+    def fraction_used(self) -> float | None:
+        return None if not self.total else self.used / self.total
+
+
+def device_readings() -> list[DeviceMemory]:
+    """CPU and (when CUDA is initialised) every CUDA device, without creating a CUDA context.
+
+    ``context_floor`` is what the device holds beyond torch's reservation: the
+    CUDA context and other processes, which no cleanup in this process returns.
+    """
+    vm = psutil.virtual_memory()
+    readings = [DeviceMemory("cpu", used=process_rss(), total=int(vm.total), available=int(vm.available))]
+    if cuda_initialized():
+        import torch
+
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            reserved = int(torch.cuda.memory_reserved(i))
+            in_use = int(total - free)
+            readings.append(
+                DeviceMemory(
+                    f"cuda:{i}",
+                    used=int(torch.cuda.memory_allocated(i)),
+                    total=int(total),
+                    available=int(free),
+                    reserved=reserved,
+                    context_floor=max(in_use - reserved, 0),
+                )
+            )
+    return readings
+
+
+# --- giving memory back -------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _libc_malloc_trim() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def trim_heap() -> bool:
+    """Ask glibc to hand freed heap pages back to the OS.
+
+    Freed tensors below glibc's (adaptive, up to 32 MB) mmap threshold go back
+    to the heap, not the OS, so RSS would not fall without this.
+    """
+    trim = _libc_malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+def empty_cuda_cache() -> bool:
+    """Empty torch's CUDA cache on every device, but only if CUDA was ever started."""
+    if not cuda_initialized():
+        return False
+    import torch
+
+    for i in range(torch.cuda.device_count()):
+        with torch.cuda.device(i):
+            torch.cuda.empty_cache()
+    return True
+
+
+def format_bytes(nbytes: int | None) -> str:
+    """Human-readable bytes (binary units): 1536 -> '1.5 KiB'; None -> '?'."""
+    if nbytes is None:
+        return "?"
+    sign = "-" if nbytes < 0 else ""
+    value = float(abs(nbytes))
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{sign}{value:.0f} {unit}" if unit == "B" else f"{sign}{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

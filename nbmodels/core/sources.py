@@ -1,0 +1,284 @@
+"""Turning a source (a callable, a "module:factory" string, "demo:NAME", a path or a
+plug-in scheme) into something that loads a model.
+
+Resolving is cheap and happens before the manager changes anything, so a bad
+source fails at once. Loading happens later, outside the manager's lock.
+
+Plug-ins register a scheme in the entry-point group ``nbmodels.sources``; the
+entry point names a callable ``loader(target: str, **kwargs) -> model`` that is
+called for sources written ``"scheme:target"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nbmodels.core.demo import DEMO_MODELS
+from nbmodels.errors import InvalidArgumentError, SourceError, UnsafeCheckpointError
+
+log = logging.getLogger("nbmodels")
+
+ENTRY_POINT_GROUP = "nbmodels.sources"
+CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".ts", ".jit", ".torchscript"})
+FILE_SUFFIXES = CHECKPOINT_SUFFIXES | {".safetensors"}
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved source: how to show it, how to compare it, how to load it."""
+
+    text: str
+    key: object
+    loader: Callable[..., Any]
+
+    def load(self, *, trust: bool, kwargs: dict[str, Any]) -> Any:
+        return self.loader(trust=trust, **kwargs)
+
+
+def resolve(source: Any) -> Source:
+    """Resolve ``source`` without loading anything; raise SourceError when it cannot work."""
+    if isinstance(source, Source):
+        return source
+    if isinstance(source, os.PathLike):
+        return _path_source(Path(source))
+    if callable(source):
+        text = f"{getattr(source, '__module__', '?')}:{getattr(source, '__qualname__', repr(source))}"
+        return Source(text=text, key=source, loader=_call(source))
+    if not isinstance(source, str):
+        raise SourceError(
+            f"cannot use {type(source).__name__} as a source; pass a callable, "
+            "'package.module:factory', 'demo:NAME' or a path"
+        )
+    text = source.strip()
+    if not text:
+        raise SourceError("the source is empty; pass a callable, 'package.module:factory', 'demo:NAME' or a path")
+    path = Path(os.path.expanduser(text))
+    if path.exists():
+        return _path_source(path)
+    if ":" in text:
+        return _scheme_source(text)
+    if _looks_like_path(text):
+        raise SourceError(f"no such file or folder: {text!r}; check the path (relative to {os.getcwd()!r})")
+    raise SourceError(
+        f"cannot understand source {text!r}; use 'package.module:factory', 'demo:NAME' "
+        f"({', '.join(sorted(DEMO_MODELS))}), a path to a checkpoint or model folder, or a callable"
+    )
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith(("/", ".", "~")) or "/" in text or Path(text).suffix.lower() in FILE_SUFFIXES
+
+
+def _call(factory: Callable[..., Any]) -> Callable[..., Any]:
+    def load(*, trust: bool, **kwargs: Any) -> Any:
+        return factory(**kwargs)
+
+    return load
+
+
+def _scheme_source(text: str) -> Source:
+    scheme, _, target = text.partition(":")
+    if scheme == "demo":
+        factory = DEMO_MODELS.get(target)
+        if factory is None:
+            raise SourceError(f"no demo model {target!r}; the demo models are {', '.join(sorted(DEMO_MODELS))}")
+        return Source(text=text, key=text, loader=_call(factory))
+    plugin = _plugin_loaders().get(scheme)
+    if plugin is not None:
+        return Source(text=text, key=text, loader=_plugin(plugin, target))
+    if text.count(":") > 1:
+        raise SourceError(
+            f"source {text!r} has more than one ':'; write 'package.module:factory', 'demo:NAME' or 'scheme:target'"
+        )
+    if not (_DOTTED.match(scheme) and _DOTTED.match(target)):
+        raise SourceError(
+            f"source {text!r} is neither 'package.module:factory' nor a known scheme "
+            f"(demo{''.join(', ' + s for s in sorted(_plugin_loaders()))})"
+        )
+    return Source(text=text, key=text, loader=_import_factory(scheme, target))
+
+
+def _plugin_loaders() -> dict[str, importlib.metadata.EntryPoint]:
+    """Scanned on each call so that plug-ins installed while the kernel runs are found."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _plugin(entry_point: importlib.metadata.EntryPoint, target: str) -> Callable[..., Any]:
+    def load(*, trust: bool, **kwargs: Any) -> Any:
+        return entry_point.load()(target, **kwargs)
+
+    return load
+
+
+def import_object(module_name: str, attribute: str) -> Any:
+    """Import ``module_name`` and follow the dotted ``attribute``; SourceError when either is missing."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise SourceError(f"no module named {module_name!r}; check the spelling or install it") from exc
+        raise SourceError(f"importing {module_name!r} failed: {exc}") from exc
+    obj: Any = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise SourceError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    return obj
+
+
+def _import_factory(module_name: str, attribute: str) -> Callable[..., Any]:
+    def load(*, trust: bool, **kwargs: Any) -> Any:
+        factory = import_object(module_name, attribute)
+        if not callable(factory):
+            raise SourceError(f"{module_name}:{attribute} is a {type(factory).__name__}, not a callable factory")
+        return factory(**kwargs)
+
+    return load
+
+
+# --- files and folders ------------------------------------------------------------
+
+
+def _path_source(path: Path) -> Source:
+    path = path.expanduser().resolve()
+    if not path.exists():
+        raise SourceError(f"no such file or folder: {str(path)!r}")
+    if path.is_dir():
+        if (path / "modules.json").is_file():
+            return Source(text=str(path), key=str(path), loader=_sentence_transformer(path))
+        if (path / "config.json").is_file():
+            return Source(text=str(path), key=str(path), loader=_hugging_face(path))
+        raise SourceError(
+            f"folder {str(path)!r} has neither config.json (a Hugging Face model) "
+            "nor modules.json (a sentence-transformers model)"
+        )
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return Source(text=str(path), key=str(path), loader=_safetensors(path))
+    if suffix in CHECKPOINT_SUFFIXES:
+        return Source(text=str(path), key=str(path), loader=_checkpoint(path))
+    raise SourceError(
+        f"cannot load {path.name!r}: unsupported file type {suffix or '(none)'!r}; "
+        f"nbmodels reads {', '.join(sorted(FILE_SUFFIXES))} files and Hugging Face folders"
+    )
+
+
+def _build_arch(arch: Any, kwargs: dict[str, Any]) -> Any:
+    if callable(arch):
+        return arch(**kwargs)
+    if isinstance(arch, str) and arch.count(":") == 1:
+        module_name, attribute = arch.split(":")
+        factory = import_object(module_name, attribute)
+        return factory(**kwargs)
+    raise InvalidArgumentError(f"arch={arch!r} must be 'package.module:factory' or a callable")
+
+
+def _apply_state_dict(path: Path, state: dict[str, Any], arch: Any, kwargs: dict[str, Any]) -> Any:
+    """Build ``arch`` and load ``state`` into it strictly; without arch, the tensors themselves."""
+    if arch is None:
+        if kwargs:
+            raise InvalidArgumentError(
+                f"{path.name} is a state dict; keywords {sorted(kwargs)} need arch='package.module:factory'"
+            )
+        return state
+    model = _build_arch(arch, kwargs)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"the state dict in {path.name} does not fit arch {arch!r}: {exc}") from exc
+    return model
+
+
+def _safetensors(path: Path) -> Callable[..., Any]:
+    def load(*, trust: bool, arch: Any = None, **kwargs: Any) -> Any:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError) as exc:
+            raise SourceError(f"{path.name} is not a readable safetensors file ({exc}); check or re-save it") from exc
+        return _apply_state_dict(path, state, arch, kwargs)
+
+    return load
+
+
+def is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files with ``code/`` and ``constants.pkl`` inside."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _checkpoint(path: Path) -> Callable[..., Any]:
+    def load(*, trust: bool, arch: Any = None, **kwargs: Any) -> Any:
+        import torch
+
+        if is_torchscript(path):
+            if arch is not None or kwargs:
+                raise InvalidArgumentError(f"{path.name} is a TorchScript archive; it takes no arch or keywords")
+            return torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=not trust)
+        except pickle.UnpicklingError as exc:
+            if not trust and "weights_only" in str(exc).lower().replace(" ", "_"):
+                raise UnsafeCheckpointError(
+                    f"{path.name} holds pickled Python objects, and unpickling it can run code from the file; "
+                    "load it with trust=True (--trust) only if you trust where it came from"
+                ) from exc
+            raise SourceError(f"{path.name} is not a readable checkpoint: {exc}") from exc
+        except RuntimeError as exc:
+            raise SourceError(f"{path.name} is not a readable torch checkpoint ({exc})") from exc
+        if isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
+            return _apply_state_dict(path, obj, arch, kwargs)
+        if arch is not None or kwargs:
+            raise InvalidArgumentError(f"{path.name} holds a {type(obj).__name__}, not a state dict; drop arch")
+        return obj
+
+    return load
+
+
+def _hugging_face(path: Path) -> Callable[..., Any]:
+    def load(*, trust: bool, auto_class: str | None = None, **kwargs: Any) -> Any:
+        try:
+            import transformers
+        except ImportError as exc:
+            raise SourceError(
+                f"{path.name} is a Hugging Face model folder; install transformers: pip install 'nbmodels[hf]'"
+            ) from exc
+        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+        class_name = auto_class or next(iter(getattr(config, "architectures", None) or []), "AutoModel")
+        model_class = getattr(transformers, class_name, None)
+        if model_class is None:
+            raise SourceError(f"transformers has no class {class_name!r} (named by {path.name}/config.json)")
+        return model_class.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust, **kwargs)
+
+    return load
+
+
+def _sentence_transformer(path: Path) -> Callable[..., Any]:
+    def load(*, trust: bool, **kwargs: Any) -> Any:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise SourceError(
+                f"{path.name} is a sentence-transformers folder; install it: pip install 'nbmodels[hf]'"
+            ) from exc
+        kwargs.setdefault("device", "cpu")
+        return SentenceTransformer(str(path), local_files_only=True, trust_remote_code=trust, **kwargs)
+
+    return load
