@@ -26,7 +26,7 @@ class ModelNotFoundError(NbModelsError, KeyError):
 
     def __init__(self, name: str, known: list[str] | None = None) -> None:
         self.name = name
-        hint = f"loaded: {', '.join(sorted(known))}" if known else "nothing is loaded"
+        hint = f"known: {', '.join(sorted(set(known)))}" if known else "nothing is loaded"
         self.message = f"no model named {name!r} ({hint}); load it first with load({name!r}, source)"
         super().__init__(self.message)
 

@@ -23,6 +23,19 @@ def _seeded(seed: int, build: Callable[[], Any]) -> Any:
         return build()
 
 
+def _positive_root(a: float, b: float, c: float) -> float:
+    """The positive root of ``a*x**2 + b*x + c`` (or of ``b*x + c`` when ``a`` is 0)."""
+    if a == 0:
+        return -c / b
+    return (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
+
+
+def _target_parameters(model: str, size_mb: float) -> float:
+    if size_mb <= 0:
+        raise InvalidArgumentError(f"demo:{model} needs size_mb > 0, got {size_mb}")
+    return size_mb * 1024 * 1024 / 4  # float32 parameters
+
+
 def mlp(
     *,
     in_features: int = 64,
@@ -38,12 +51,10 @@ def mlp(
     if layers < 1:
         raise InvalidArgumentError(f"demo:mlp needs layers >= 1, got {layers}")
     if size_mb is not None:
-        if size_mb <= 0:
-            raise InvalidArgumentError(f"demo:mlp needs size_mb > 0, got {size_mb}")
-        # (layers - 1) hidden x hidden blocks dominate; solve for hidden, at least 8.
-        target = size_mb * 1024 * 1024 / 4
-        blocks = max(layers - 1, 1)
-        hidden = max(8, int(math.sqrt(target / blocks)))
+        # parameters = (layers-1)*h^2 + (in + layers + out)*h + out, solved for h (at least 8).
+        target = _target_parameters("mlp", size_mb)
+        root = _positive_root(layers - 1, in_features + layers + out_features, out_features - target)
+        hidden = max(8, round(root))
 
     def build() -> nn.Module:
         dims = [in_features] + [hidden] * layers
@@ -93,9 +104,21 @@ def transformer(
     heads: int = 4,
     max_len: int = 128,
     tie_weights: bool = True,
+    size_mb: float | None = None,
     seed: int = 0,
 ) -> Any:
-    """A tiny causal transformer LM; ``tie_weights`` shares the embedding with the head."""
+    """A tiny causal transformer LM; ``tie_weights`` shares the embedding with the head.
+
+    ``size_mb`` picks ``d_model`` (a multiple of ``heads``) so float32 weights take about that much.
+    """
+    if layers < 1 or heads < 1:
+        raise InvalidArgumentError(f"demo:transformer needs layers >= 1 and heads >= 1, got {layers} and {heads}")
+    if size_mb is not None:
+        # Each encoder layer holds 12*d^2 + 13*d parameters; embeddings (and an untied head) d per row.
+        target = _target_parameters("transformer", size_mb)
+        rows = vocab + max_len + (0 if tie_weights else vocab)
+        root = _positive_root(12 * layers, 13 * layers + rows, -target)
+        d_model = max(heads, round(root / heads) * heads)
     if d_model % heads:
         raise InvalidArgumentError(f"demo:transformer needs d_model divisible by heads, got {d_model} and {heads}")
     cls = _transformer_class()

@@ -15,7 +15,7 @@ from nbmodels.errors import InvalidArgumentError
 if TYPE_CHECKING:
     import torch
 
-_DEVICE_PATTERN = re.compile(r"^(cpu|meta|mps|auto|cuda)(?::(\d+))?$")
+_DEVICE_PATTERN = re.compile(r"^(cpu|meta|mps|auto|cuda)(?::(-?\d+))?$")
 
 DTYPE_ALIASES: dict[str, str] = {
     "float32": "float32",
@@ -57,8 +57,13 @@ def normalize_device(device: Any) -> str | None:
     text = str(device).strip().lower()
     match = _DEVICE_PATTERN.match(text)
     if match is None:
-        raise InvalidArgumentError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'")
+        hint = " (torch calls a GPU 'cuda')" if text.startswith("gpu") else ""
+        raise InvalidArgumentError(f"unknown device {device!r}{hint}; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'")
     kind, index = match.group(1), match.group(2)
+    if index is not None and index.startswith("-"):
+        raise InvalidArgumentError(
+            f"unknown device {device!r}: a device index cannot be negative; use 'cuda:0' or 'cpu'"
+        )
     if kind == "auto":
         if index is not None:
             raise InvalidArgumentError(f"unknown device {device!r}; 'auto' takes no index")
@@ -88,6 +93,9 @@ def normalize_dtype(dtype: Any) -> torch.dtype | None:
     import torch
 
     if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:  # nn.Module.to() refuses them, but only after the slow load
+            names = ", ".join(sorted(set(DTYPE_ALIASES.values())))
+            raise InvalidArgumentError(f"dtype {dtype} is not a floating-point dtype; use one of {names}")
         return dtype
     text = str(dtype).strip().lower().removeprefix("torch.")
     canonical = DTYPE_ALIASES.get(text)

@@ -69,6 +69,18 @@ def _tensors_of(obj: Any) -> Iterator[Any]:
                 yield from item.buffers()
 
 
+def _dense_parts(tensor: Any) -> list[Any]:
+    """The strided tensors that hold ``tensor``'s memory: itself, or a sparse tensor's indices and values."""
+    layout = str(tensor.layout).removeprefix("torch.")
+    if layout == "sparse_coo":
+        return [tensor._indices(), tensor._values()]
+    if layout in ("sparse_csr", "sparse_bsr"):
+        return [tensor.crow_indices(), tensor.col_indices(), tensor.values()]
+    if layout in ("sparse_csc", "sparse_bsc"):
+        return [tensor.ccol_indices(), tensor.row_indices(), tensor.values()]
+    return [tensor]
+
+
 def tensors_of(obj: Any) -> list[Any]:
     """The tensors of ``obj`` (see :func:`_tensors_of`), as a list."""
     return list(_tensors_of(obj))
@@ -91,8 +103,9 @@ def footprint(obj: Any) -> Footprint:
         if tensor.device.type == "meta":
             storages.setdefault((device, id(tensor)), 0)
             continue
-        storage = tensor.untyped_storage()
-        storages[(device, storage.data_ptr())] = storage.nbytes()
+        for part in _dense_parts(tensor):
+            storage = part.untyped_storage()
+            storages[(device, storage.data_ptr())] = storage.nbytes()
     by_device: dict[str, int] = {}
     for (device, _), nbytes in storages.items():
         by_device[device] = by_device.get(device, 0) + nbytes

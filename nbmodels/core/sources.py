@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import logging
 import os
 import pickle
 import re
+import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,12 +108,45 @@ def _scheme_source(text: str) -> Source:
             f"source {text!r} is neither 'package.module:factory' nor a known scheme "
             f"(demo{''.join(', ' + s for s in sorted(_plugin_loaders()))})"
         )
+    _check_module_exists(scheme, text)
+    if scheme in sys.modules:  # already imported: check the factory now, for free
+        import_object(scheme, target)
     return Source(text=text, key=text, loader=_import_factory(scheme, target))
 
 
+def _check_module_exists(module_name: str, text: str) -> None:
+    """Fail at once on a misspelt top-level package, without importing anything."""
+    top = module_name.partition(".")[0]
+    if top not in sys.modules and importlib.util.find_spec(top) is None:
+        raise SourceError(f"source {text!r}: no module named {top!r}; check the spelling or install it")
+
+
+def _path_signature() -> tuple[tuple[str, int], ...]:
+    """``sys.path`` with each folder's mtime: it changes when a package is installed there."""
+    signature = []
+    for entry in sys.path:
+        try:
+            signature.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            signature.append((entry, -1))
+    return tuple(signature)
+
+
+_plugin_cache: tuple[tuple[tuple[str, int], ...], dict[str, importlib.metadata.EntryPoint]] | None = None
+
+
 def _plugin_loaders() -> dict[str, importlib.metadata.EntryPoint]:
-    """Scanned on each call so that plug-ins installed while the kernel runs are found."""
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    """The plug-in schemes, rescanned only when ``sys.path`` or a folder on it changed.
+
+    A full scan of installed distributions costs milliseconds; a plug-in installed
+    while the kernel runs changes its site-packages folder and is found on the next call.
+    """
+    global _plugin_cache
+    signature = _path_signature()
+    if _plugin_cache is None or _plugin_cache[0] != signature:
+        found = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+        _plugin_cache = (signature, found)
+    return _plugin_cache[1]
 
 
 def _plugin(entry_point: importlib.metadata.EntryPoint, target: str) -> Callable[..., Any]:
@@ -126,7 +161,7 @@ def import_object(module_name: str, attribute: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise SourceError(f"no module named {module_name!r}; check the spelling or install it") from exc
         raise SourceError(f"importing {module_name!r} failed: {exc}") from exc
     obj: Any = module
@@ -197,7 +232,8 @@ def _apply_state_dict(path: Path, state: dict[str, Any], arch: Any, kwargs: dict
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"the state dict in {path.name} does not fit arch {arch!r}: {exc}") from exc
+        detail = " ".join(str(exc).split())  # torch spreads the key lists over several lines
+        raise ValueError(f"the state dict in {path.name} does not fit arch {arch!r}: {detail}") from exc
     return model
 
 

@@ -1,0 +1,173 @@
+"""Hugging Face and sentence-transformers folders, built here from tiny configs and loaded offline."""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import transformers  # the test extra installs the hf extra: these tests must run, not skip
+
+from nbmodels import ModelLoadError, ModelManager, SourceError
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+VOCAB = [*SPECIAL, "hello", "world", "model", "memory", *"abcdefghijklmnopqrstuvwxyz"]
+TINY = {"hidden": 32, "layers": 2, "heads": 2, "vocab": 64}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline() -> Iterator[None]:
+    """No hub access exists here; make sure nothing even tries (also while the folders are built)."""
+    import huggingface_hub.constants
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("TRANSFORMERS_OFFLINE", "1")
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read once, at import
+        yield
+
+
+def tiny_bert_config() -> object:
+    return transformers.BertConfig(
+        vocab_size=TINY["vocab"],
+        hidden_size=TINY["hidden"],
+        num_hidden_layers=TINY["layers"],
+        num_attention_heads=TINY["heads"],
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+
+
+def save_tokenizer(folder: Path) -> None:
+    vocab_file = folder.parent / f"{folder.name}-vocab.txt"
+    vocab_file.write_text("\n".join(VOCAB) + "\n")
+    transformers.BertTokenizerFast(vocab_file=str(vocab_file)).save_pretrained(str(folder))
+
+
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("hf") / "tiny-bert"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformers.BertModel(tiny_bert_config()).save_pretrained(str(folder))
+    save_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gpt2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("hf") / "tiny-gpt2"
+    config = transformers.GPT2Config(
+        vocab_size=TINY["vocab"],
+        n_embd=TINY["hidden"],
+        n_layer=TINY["layers"],
+        n_head=TINY["heads"],
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformers.GPT2LMHeadModel(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sentence_folder(bert_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules
+
+    folder = tmp_path_factory.mktemp("st") / "tiny-sentence"
+    word = modules.Transformer(str(bert_folder), max_seq_length=32)
+    pooling = modules.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[word, pooling], device="cpu").save(str(folder))
+    return folder
+
+
+def unique_storage_bytes(model: torch.nn.Module) -> int:
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
+
+
+def test_the_folders_really_are_what_the_loaders_expect(bert_folder: Path, sentence_folder: Path) -> None:
+    config = json.loads((bert_folder / "config.json").read_text())
+    assert config["architectures"] == ["BertModel"]
+    assert (bert_folder / "model.safetensors").is_file()
+    assert json.loads((sentence_folder / "modules.json").read_text())[0]["type"].endswith("Transformer")
+
+
+def test_a_hugging_face_folder_loads_with_the_class_its_config_names(manager: ModelManager, bert_folder: Path) -> None:
+    model = manager.load("bert", bert_folder)
+    assert type(model).__name__ == "BertModel"
+    reference = transformers.BertModel.from_pretrained(str(bert_folder), local_files_only=True)
+    for (key, ours), (_, theirs) in zip(model.state_dict().items(), reference.state_dict().items(), strict=True):
+        assert torch.equal(ours, theirs), key
+    info = manager.info("bert")
+    assert info.class_name == "BertModel"
+    assert info.source == str(bert_folder.resolve())
+    assert info.parameters == sum(p.numel() for p in model.parameters())
+    assert info.total_bytes == unique_storage_bytes(model)  # parameters and buffers, persistent or not
+    output = model(input_ids=torch.tensor([[2, 5, 6, 3]]))
+    assert output.last_hidden_state.shape == (1, 4, TINY["hidden"])
+
+
+def test_a_causal_lm_folder_counts_its_tied_head_once(manager: ModelManager, gpt2_folder: Path) -> None:
+    model = manager.load("gpt", str(gpt2_folder))
+    assert type(model).__name__ == "GPT2LMHeadModel"
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()  # tied
+    info = manager.info("gpt")
+    assert info.total_bytes == unique_storage_bytes(model)
+    naive = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert info.total_bytes is not None and naive - info.total_bytes >= TINY["vocab"] * TINY["hidden"] * 4
+
+
+def test_auto_class_and_dtype_are_honoured(manager: ModelManager, bert_folder: Path) -> None:
+    model = manager.load("mlm", bert_folder, auto_class="BertForMaskedLM", dtype="float64")
+    assert type(model).__name__ == "BertForMaskedLM"
+    dtypes = manager.info("mlm").dtypes
+    assert "float64" in dtypes and "float32" not in dtypes  # int64 position ids stay integers
+
+
+def test_a_config_naming_a_missing_class_is_a_source_error(manager: ModelManager, tmp_path: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    config = tiny_bert_config().to_dict()  # type: ignore[attr-defined]
+    config["architectures"] = ["NoSuchModelClass"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SourceError, match="NoSuchModelClass"):
+        manager.load("odd", folder)
+    assert "odd" not in manager and manager.loading() == []
+
+
+def test_a_folder_without_weights_fails_without_going_online(manager: ModelManager, tmp_path: Path) -> None:
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(tiny_bert_config().to_dict()))  # type: ignore[attr-defined]
+    with pytest.raises(ModelLoadError, match=r"'empty'.*no file named model\.safetensors"):
+        manager.load("empty", folder)
+    assert "empty" not in manager and manager.loading() == []
+
+
+def test_a_sentence_transformers_folder_loads_through_modules_json(
+    manager: ModelManager, sentence_folder: Path
+) -> None:
+    model = manager.load("st", sentence_folder)
+    assert type(model).__name__ == "SentenceTransformer"
+    embeddings = model.encode(["hello world", "memory model"])
+    assert embeddings.shape == (2, TINY["hidden"])
+    info = manager.info("st")
+    assert info.devices == ("cpu",)
+    assert info.parameters == sum(p.numel() for p in model.parameters())
+
+
+def test_hugging_face_models_are_really_released(
+    manager: ModelManager, bert_folder: Path, sentence_folder: Path
+) -> None:
+    refs = [weakref.ref(manager.load("bert", bert_folder)), weakref.ref(manager.load("st", sentence_folder))]
+    report = manager.cleanup()
+    assert sorted(report.released) == ["bert", "st"]
+    assert report.ok, str(report)
+    assert all(ref() is None for ref in refs)
