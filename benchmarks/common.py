@@ -1,16 +1,27 @@
-"""What every benchmark module shares: a figure with its target, and a median timer.
+"""What every benchmark module shares: a figure with its target, timers, and the quick switch.
 
 Each module in ``benchmarks/`` exposes ``run() -> list[Figure]``; ``python -m benchmarks``
 runs them all and prints one table. Figures are medians or ratios measured in the same
 run, never single timings.
+
+``quick()`` is true under ``python -m benchmarks --quick`` (or ``NBMODELS_BENCH_QUICK=1``):
+modules shrink sizes and rounds so the harness itself can be tested in seconds. Quick
+figures only prove that the code runs; they are not the published ones.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+QUICK_ENV = "NBMODELS_BENCH_QUICK"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,16 @@ class Figure:
         return self.value <= self.target if self.better == "<=" else self.value >= self.target
 
 
+def quick() -> bool:
+    """True when the run should use tiny sizes (tests of the harness), not the published ones."""
+    return os.environ.get(QUICK_ENV, "") not in ("", "0")
+
+
+def pick(full: T, small: T) -> T:
+    """``full`` normally, ``small`` in a quick run."""
+    return small if quick() else full
+
+
 def median_seconds(call: Callable[[], object], *, repeat: int = 7, number: int = 1) -> float:
     """Median over ``repeat`` rounds of the mean time of ``number`` calls, in seconds."""
     rounds = []
@@ -40,3 +61,12 @@ def median_seconds(call: Callable[[], object], *, repeat: int = 7, number: int =
             call()
         rounds.append((time.perf_counter() - started) / number)
     return statistics.median(rounds)
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` (0..1) percentile by the nearest-rank method: a value that was measured."""
+    if not samples:
+        raise ValueError("no samples")
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]

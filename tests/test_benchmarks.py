@@ -1,0 +1,100 @@
+"""The benchmark harness runs, prints its table and writes every figure with a value.
+
+Quick mode shrinks sizes and rounds: this checks the harness and that each benchmark
+really measures something, never how fast anything is (speed lives in ``make bench``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import discover, table
+from benchmarks.common import Figure, percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_quick_core_run_prints_the_table_and_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench" / "figures.json"
+    done = bench("core", "--quick", "--json", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    data = json.loads(out.read_text())
+    assert data["quick"] is True
+    assert data["errors"] == {}
+    figures = data["figures"]
+    names = [f["name"] for f in figures]
+    assert len(figures) >= 7
+    assert len(set(names)) == len(names)
+    for figure in figures:
+        assert figure["module"] == "core"
+        assert isinstance(figure["value"], float | int) and math.isfinite(figure["value"]), figure
+        assert figure["unit"], figure
+        if figure["target"] is not None:
+            assert figure["meets_target"] in (True, False), figure
+    for expected in ("load()", "get()", "list() with", "unload()", "cleanup()", "during", "RSS given back"):
+        assert any(expected in name for name in names), (expected, names)
+    # A ratio and a fraction measured for real are positive; the RSS fraction was read in a subprocess.
+    assert all(f["value"] > 0 for f in figures if f["unit"] in ("ratio", "fraction", "µs"))
+
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["figure", "median", "unit", "target", "meets", "note"]
+    for name in names:
+        assert any(line.startswith(name) for line in lines), name
+    assert "quick run" in lines[-1]
+
+
+def test_list_names_the_benchmark_modules_with_core_first() -> None:
+    done = bench("--list", timeout=60)
+    assert done.returncode == 0, done.stderr
+    modules = done.stdout.split()
+    assert modules == discover()
+    assert modules[0] == "core"
+    assert "common" not in modules
+
+
+def test_an_unknown_module_is_a_usage_error() -> None:
+    done = bench("nosuchbenchmark", timeout=60)
+    assert done.returncode == 2
+    assert "no benchmark module nosuchbenchmark" in done.stderr
+
+
+def test_table_marks_a_missed_target_and_a_figure_without_one() -> None:
+    rows = [
+        ("core", Figure("fast enough", 0.5, "ms", target=1.0)),
+        ("core", Figure("too slow", 2.0, "ms", target=1.0, note="why")),
+        ("core", Figure("given back", 0.9, "fraction", target=0.98, better=">=")),
+        ("core", Figure("informative", 3.0, "ms")),
+    ]
+    lines = table(rows).splitlines()
+    cells = {line.split("  ")[0]: line for line in lines[2:]}
+    assert " yes" in cells["fast enough"]
+    assert " NO " in cells["too slow"] and cells["too slow"].endswith("why")
+    assert ">= 0.98" in cells["given back"] and " NO" in cells["given back"]
+    assert "yes" not in cells["informative"] and "NO" not in cells["informative"]
+
+
+def test_percentile_returns_a_measured_sample() -> None:
+    samples = [float(i) for i in range(1, 101)]
+    assert percentile(samples, 0.99) == 99.0
+    assert percentile(samples, 0.5) == 50.0
+    assert percentile([7.0], 0.99) == 7.0
+    with pytest.raises(ValueError):
+        percentile([], 0.5)
