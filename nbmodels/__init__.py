@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from nbmodels.core import Event, ModelInfo, ModelList, ModelManager, ReleaseReport, StillAlive, get_manager
 from nbmodels.errors import (
     InvalidArgumentError,
@@ -17,6 +19,31 @@ from nbmodels.errors import (
 )
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbmodels``: imports the IPython layer only now, so ``import nbmodels`` stays cheap."""
+    from nbmodels.ipython.extension import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext nbmodels``: removes everything the extension registered."""
+    from nbmodels.ipython.extension import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
+if TYPE_CHECKING:
+    from nbmodels.widgets.panel import ModelPanel
+
+
+def panel(manager: ModelManager | None = None) -> ModelPanel:
+    """A live widget panel of loaded models and memory (imports ipywidgets only now)."""
+    from nbmodels.widgets.panel import ModelPanel
+
+    return ModelPanel(manager)
 
 
 __all__ = [
@@ -35,4 +62,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "__version__",
     "get_manager",
+    "load_ipython_extension",
+    "panel",
+    "unload_ipython_extension",
 ]

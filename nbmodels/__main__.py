@@ -1,40 +1,134 @@
-"""``python -m nbmodels demo``: the main job on built-in demo models, on the CPU."""
+"""``python -m nbmodels demo``: run the quickstart notebook on a real kernel and summarise it.
+
+This is what ``make demo`` runs. The notebook executes cell by cell in a fresh
+Jupyter kernel (this interpreter), its outputs are printed, and when the kernel
+stops the shutdown hook's JSON line is read back and shown.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
-from nbmodels.core import get_manager
-from nbmodels.core.memory import format_bytes, process_rss
+QUICKSTART = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+CELL_TIMEOUT = 300
 
 
-def demo() -> int:
-    """Load two demo models, list them, unload one, clean up, and show the memory coming back."""
-    manager = get_manager()
-    start = process_rss()
-    print(f"process RSS at start: {format_bytes(start)}")
-    manager.load("mlp", "demo:mlp", size_mb=100)
-    manager.load("lm", "demo:transformer", d_model=256, layers=4, vocab=8000)
-    print("\nloaded:")
-    print(manager.list())
-    print(f"\nprocess RSS with both loaded: {format_bytes(process_rss())}")
-    print("\nunload('mlp'):")
-    print(manager.unload("mlp"))
-    print("\ncleanup():")
-    print(manager.cleanup())
-    print(f"\nprocess RSS at the end: {format_bytes(process_rss())} (started at {format_bytes(start)})")
-    return 0
+def _outputs_text(cell: Any) -> list[str]:
+    """The text a reader would see under a cell (streams, results, displays, errors)."""
+    texts: list[str] = []
+    for output in cell.get("outputs", []):
+        kind = output.get("output_type")
+        if kind == "stream":
+            texts.append(output.get("text", ""))
+        elif kind in ("execute_result", "display_data"):
+            texts.append(output.get("data", {}).get("text/plain", ""))
+        elif kind == "error":
+            texts.append(f"{output.get('ename')}: {output.get('evalue')}")
+    return [t.rstrip("\n") for t in texts if t.strip()]
+
+
+def _print_cells(nb: Any) -> None:
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        print(f"\n[{cell.get('execution_count') or ' '}] " + cell.source.replace("\n", "\n    "))
+        for text in _outputs_text(cell):
+            print("    | " + text.replace("\n", "\n    | "))
+
+
+def _shutdown_records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _print_summary(record: dict[str, Any]) -> None:
+    from nbmodels.core.memory import format_bytes
+
+    freed = ", ".join(f"{device} {format_bytes(n)}" for device, n in sorted(record["freed_bytes"].items())) or "0 B"
+    released = ", ".join(record["released"]) or "nothing"
+    print(
+        f"\nwhen the kernel stopped ({record['reason']}), the shutdown hook released {released} "
+        f"({freed}) in {record['seconds'] * 1000:.1f} ms:"
+    )
+    print(json.dumps(record, sort_keys=True))
+
+
+def demo(notebook: Path = QUICKSTART) -> int:
+    """Execute ``notebook`` on a real kernel, print what happened, and the shutdown hook's record."""
+    try:
+        import nbformat
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError, CellTimeoutError
+    except ImportError as exc:
+        print(f"the demo needs the notebook extras ({exc.name} is missing): pip install 'nbmodels[notebook]'")
+        return 2
+    from nbmodels.ipython.kernels import KERNEL_NAME, kernel_manager_class
+
+    if not notebook.is_file():
+        print(f"cannot find the quickstart notebook at {notebook} (run from a source checkout)")
+        return 2
+    read: Any = nbformat.read  # untyped
+    nb = read(notebook, as_version=4)
+    with tempfile.TemporaryDirectory(prefix="nbmodels-demo-") as tmp:
+        log_path = Path(tmp) / "shutdown.jsonl"
+        kernel_log = Path(tmp) / "kernel.log"
+        env = {**os.environ, "NBMODELS_SHUTDOWN_LOG": str(log_path)}
+        client = NotebookClient(
+            nb,
+            timeout=CELL_TIMEOUT,
+            kernel_name=KERNEL_NAME,
+            kernel_manager_class=kernel_manager_class(asynchronous=True),
+            shutdown_kernel="graceful",
+            resources={"metadata": {"path": str(notebook.parent)}},
+        )
+        print(f"running {notebook.name} on a Jupyter kernel ({sys.executable})")
+        started = time.perf_counter()
+        status = 0
+        try:
+            with kernel_log.open("w") as kernel_output:  # the kernel's own chatter, shown only on failure
+                client.execute(env=env, stdout=kernel_output, stderr=kernel_output)
+        except (CellExecutionError, CellTimeoutError) as exc:
+            status = 1
+            failure = str(exc).strip().splitlines()
+            print(f"\na cell failed: {failure[-1] if failure else type(exc).__name__}")
+        except Exception as exc:  # the kernel died or never started
+            status = 1
+            print(f"\nthe kernel failed: {type(exc).__name__}: {exc}")
+        _print_cells(nb)
+        if status and kernel_log.exists():
+            print("\nkernel output:\n" + kernel_log.read_text()[-4000:])
+        print(f"\nnotebook ran in {time.perf_counter() - started:.1f}s")
+        records = _shutdown_records(log_path)
+    if not records:
+        print("\nthe kernel left no shutdown record (was it killed with SIGKILL?)")
+        return status or 1
+    _print_summary(records[-1])
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbmodels", description=__doc__)
     parser.add_argument("command", choices=["demo"], help="what to run")
+    parser.add_argument("--notebook", type=Path, default=QUICKSTART, help="the notebook to run (default: quickstart)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
     if args.command == "demo":
-        return demo()
+        return demo(args.notebook)
     return 2
 
 

@@ -1,0 +1,194 @@
+"""What the magics show: the model table with per-device memory, one model's details,
+and the rule that a magic's result on a cell's last line is not shown twice.
+
+Every object here carries records and numbers, never a model, so keeping one in
+``Out`` or a variable keeps no memory alive.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import fields
+from typing import Any
+
+from nbmodels.core import ModelInfo, ModelList, ReleaseReport
+from nbmodels.core.memory import DeviceMemory, device_readings, format_bytes
+
+
+def display(obj: Any, *, raw: bool = False) -> None:
+    """IPython's ``display`` (untyped there), imported when first used."""
+    from IPython import display as ipython_display
+
+    show: Any = ipython_display.display
+    show(obj, raw=raw)
+
+
+def describe_device(reading: DeviceMemory) -> str:
+    """One line of memory for a device, in words."""
+    if reading.device == "cpu":
+        text = f"process RSS {format_bytes(reading.used)}"
+        if reading.available is not None and reading.total is not None:
+            text += f"; system {format_bytes(reading.available)} available of {format_bytes(reading.total)}"
+        return text
+    parts = [f"allocated {format_bytes(reading.used)}"]
+    if reading.reserved is not None:
+        parts.append(f"reserved {format_bytes(reading.reserved)}")
+    parts.append(f"free {format_bytes(reading.available)} of {format_bytes(reading.total)}")
+    text = ", ".join(parts)
+    if reading.context_floor is not None:
+        floor = format_bytes(reading.context_floor)
+        text += f"; CUDA context and other processes {floor} (not returned while the kernel runs)"
+    return text
+
+
+def _cuda_note(readings: Iterable[DeviceMemory]) -> str | None:
+    """Say so when CUDA exists but this process never started it (nothing to show, nothing to free)."""
+    if any(r.device.startswith("cuda") for r in readings):
+        return None
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        count = int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except Exception:
+        return None
+    return f"{count} CUDA device(s), not used by this process yet" if count else None
+
+
+class ModelTable(ModelList):
+    """``%list_models``: the loaded models (a ModelList) plus each device's memory right now."""
+
+    def __init__(self, models: Iterable[ModelInfo] = (), devices: Iterable[DeviceMemory] = ()) -> None:
+        super().__init__(models)
+        self.devices: tuple[DeviceMemory, ...] = tuple(devices)
+
+    @classmethod
+    def current(cls, models: Iterable[ModelInfo]) -> ModelTable:
+        return cls(models, device_readings())
+
+    def memory_lines(self) -> list[str]:
+        lines = [f"{r.device}: {describe_device(r)}" for r in self.devices]
+        note = _cuda_note(self.devices)
+        if note:
+            lines.append(f"cuda: {note}")
+        return lines
+
+    def __str__(self) -> str:
+        head = ModelList.__str__(self)
+        if len(self) > 0:
+            head = f"{len(self)} model(s) loaded\n{head}"
+        return head + "\n\nmemory:\n" + "\n".join("  " + line for line in self.memory_lines())
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(r.device)}</td><td>{html.escape(describe_device(r))}</td></tr>" for r in self.devices
+        )
+        note = _cuda_note(self.devices)
+        if note:
+            rows += f"<tr><td>cuda</td><td>{html.escape(note)}</td></tr>"
+        head = "<thead><tr><th>device</th><th>memory</th></tr></thead>"
+        memory = f'<table class="nbmodels-memory">{head}<tbody>{rows}</tbody></table>'
+        count = f"<p>{len(self)} model(s) loaded</p>" if len(self) else ""
+        return f'<div class="nbmodels">{count}{ModelList._repr_html_(self)}{memory}</div>'
+
+
+def _clock(timestamp: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(timestamp))
+
+
+class ModelDetails(ModelInfo):
+    """``%model_info``: a ModelInfo that shows itself as one field per line."""
+
+    @classmethod
+    def of(cls, info: ModelInfo) -> ModelDetails:
+        return cls(**{f.name: getattr(info, f.name) for f in fields(info)})
+
+    def items(self) -> list[tuple[str, str]]:
+        def per_device(values: dict[str, int]) -> str:
+            return ", ".join(f"{d} {format_bytes(n)}" for d, n in sorted(values.items())) or "-"
+
+        return [
+            ("name", self.name),
+            ("source", self.source),
+            ("class", self.class_name),
+            ("device", ", ".join(self.devices) or "?"),
+            ("dtype", ", ".join(self.dtypes) or "?"),
+            ("parameters", f"{self.parameters:,}" if self.parameters is not None else "?"),
+            ("size", f"{format_bytes(self.total_bytes)} ({per_device(self.bytes_by_device)})"),
+            ("RSS change at load", format_bytes(self.rss_delta)),
+            ("CUDA allocated at load", per_device(self.cuda_allocated_delta)),
+            ("load time", f"{self.load_seconds:.2f}s"),
+            ("loaded at", _clock(self.loaded_at)),
+            ("last used", _clock(self.last_used)),
+            ("uses", str(self.hits)),
+            ("pinned", "yes" if self.pinned else "no"),
+        ]
+
+    def __str__(self) -> str:
+        pairs = self.items()
+        width = max(len(key) for key, _ in pairs)
+        return "\n".join(f"{key.ljust(width)}  {value}" for key, value in pairs)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+            for k, v in self.items()
+        )
+        return f'<table class="nbmodels-info"><tbody>{rows}</tbody></table>'
+
+
+def report_bundle(report: ReleaseReport) -> dict[str, str]:
+    return {"text/plain": str(report), "text/html": report._repr_html_()}
+
+
+class EchoGuard:
+    """Remembers what a magic displayed in the current cell, so the displayhook does not show it again.
+
+    Installed as IPython's ``_ipython_display_`` printer for ReleaseReport: a
+    report that ``%unload_model`` already displayed and then returned is shown
+    once, yet ``r = %unload_model x`` still gives the report as data.
+    """
+
+    def __init__(self, shell: Any) -> None:
+        self._shell = shell
+        self._count: int | None = None
+        self._shown: list[Any] = []
+
+    def shown(self, obj: Any) -> None:
+        count = self._shell.execution_count
+        if count != self._count:
+            self._count, self._shown = count, []
+        self._shown.append(obj)
+
+    def already_shown(self, obj: Any) -> bool:
+        return self._count == self._shell.execution_count and any(o is obj for o in self._shown)
+
+    def show_report(self, report: ReleaseReport) -> None:
+        """The printer IPython calls to display a ReleaseReport."""
+        if self.already_shown(report):
+            return
+        display(report_bundle(report), raw=True)
+
+    def install(self) -> Callable[[], None]:
+        printers = self._shell.display_formatter.ipython_display_formatter
+        previous = printers.for_type(ReleaseReport, self.show_report)
+
+        def undo() -> None:
+            printers.pop(ReleaseReport, None)
+            if previous is not None:
+                printers.for_type(ReleaseReport, previous)
+            self._shown = []
+
+        return undo
+
+
+__all__ = ["EchoGuard", "ModelDetails", "ModelTable", "describe_device"]

@@ -1,0 +1,76 @@
+"""NBModels settings: built-in defaults, NBMODELS_* environment, IPython config and %config."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+from nbmodels.ipython.config import ENVIRONMENT, NBModels
+from nbmodels.ipython.extension import current_session
+
+
+def test_built_in_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ENVIRONMENT.values():
+        monkeypatch.delenv(variable, raising=False)
+    settings = NBModels()
+    assert settings.default_device == "" and settings.default_dtype == ""
+    assert settings.verbose and settings.shutdown_hook and settings.handle_sigterm
+    assert settings.shutdown_log == "" and settings.shutdown_timeout == 2.0
+
+
+def test_environment_variables_are_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBMODELS_DEVICE", "cpu")
+    monkeypatch.setenv("NBMODELS_DTYPE", "bf16")
+    monkeypatch.setenv("NBMODELS_VERBOSE", "0")
+    monkeypatch.setenv("NBMODELS_SHUTDOWN_HOOK", "false")
+    monkeypatch.setenv("NBMODELS_SHUTDOWN_LOG", "/tmp/x.jsonl")
+    monkeypatch.setenv("NBMODELS_SHUTDOWN_TIMEOUT", "1.5")
+    monkeypatch.setenv("NBMODELS_HANDLE_SIGTERM", "no")
+    settings = NBModels()
+    assert settings.default_device == "cpu" and settings.default_dtype == "bf16"
+    assert not settings.verbose and not settings.shutdown_hook and not settings.handle_sigterm
+    assert settings.shutdown_log == "/tmp/x.jsonl" and settings.shutdown_timeout == 1.5
+    assert settings.load_defaults() == {"device": "cpu", "dtype": "bf16"}
+
+
+def test_a_bad_environment_value_is_logged_and_ignored(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("NBMODELS_VERBOSE", "maybe")
+    monkeypatch.setenv("NBMODELS_SHUTDOWN_TIMEOUT", "forever")
+    with caplog.at_level(logging.WARNING, logger="nbmodels"):
+        settings = NBModels()
+        assert settings.verbose and settings.shutdown_timeout == 2.0
+    assert "NBMODELS_VERBOSE" in caplog.text and "NBMODELS_SHUTDOWN_TIMEOUT" in caplog.text
+
+
+def test_percent_config_lists_and_sets_the_traits(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.run_line_magic("config", "NBModels")
+    out = capsys.readouterr().out
+    for trait in ENVIRONMENT:
+        assert f"NBModels.{trait}" in out
+    ip.run_line_magic("config", "NBModels.shutdown_timeout = 1.25")
+    session = current_session(ip)
+    assert session is not None and session.settings.shutdown_timeout == 1.25
+
+
+def test_a_timeout_out_of_range_is_clamped_and_the_extension_still_reloads(
+    ip: InteractiveShell, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="nbmodels"):
+        ip.run_line_magic("config", "NBModels.shutdown_timeout = 99")
+    assert "shutdown_timeout" in caplog.text
+    ip.run_line_magic("reload_ext", "nbmodels")
+    session = current_session(ip)
+    assert session is not None and session.settings.shutdown_timeout == 30.0
+
+
+def test_profile_config_beats_the_environment(ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBMODELS_DTYPE", "fp16")
+    ip.run_line_magic("unload_ext", "nbmodels")
+    ip.config.NBModels.default_dtype = "bf16"  # what c.NBModels.default_dtype in ipython_config.py does
+    ip.run_line_magic("load_ext", "nbmodels")
+    session = current_session(ip)
+    assert session is not None and session.settings.default_dtype == "bf16"

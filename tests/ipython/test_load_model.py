@@ -1,0 +1,134 @@
+"""%load_model on a real InteractiveShell: the line it prints, the handle it returns, and no hidden holders."""
+
+from __future__ import annotations
+
+import gc
+import re
+import weakref
+
+import pytest
+import torch
+from IPython.core.interactiveshell import InteractiveShell
+
+from nbmodels import ModelManager
+from nbmodels.ipython import ModelHandle, unwrap
+from tests.ipython.conftest import run
+
+# A terminal shell writes the Out prompt before it knows there is nothing to show; kernels send nothing.
+TERMINAL_PROMPT = re.compile(r"^(Out\[\d+\]:)?\s*$")
+SUMMARY = re.compile(r"^(\w+): (\w+) on (\S+), ([\d,]+) params, ([\d.]+ \w?i?B), loaded in [\d.]+s")
+
+
+def test_prints_one_line_with_name_device_params_size_and_seconds(
+    ip: InteractiveShell, mgr: ModelManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(ip, "%load_model clf demo:mlp")
+    lines = [line for line in capsys.readouterr().out.splitlines() if not TERMINAL_PROMPT.match(line)]
+    assert len(lines) == 1, lines  # the handle on the cell's last line is not shown a second time
+    found = SUMMARY.match(lines[0])
+    assert found is not None, lines[0]
+    info = mgr.info("clf")
+    assert found.group(1, 2, 3) == ("clf", "Sequential", "cpu")
+    assert int(found.group(4).replace(",", "")) == info.parameters
+
+
+def test_a_bare_load_on_the_last_line_does_not_pin_the_model_in_out(ip: InteractiveShell, mgr: ModelManager) -> None:
+    run(ip, "%load_model clf demo:mlp")
+    count = ip.execution_count - 1
+    assert type(ip.user_ns["Out"][count]) is ModelHandle
+    assert ip.user_ns["_"] is ip.user_ns["Out"][count]
+    model = weakref.ref(mgr.get("clf"))
+    run(ip, "%unload_model clf")
+    gc.collect()
+    assert model() is None, "Out/_ kept the model alive"
+    assert not ip.user_ns["Out"][count]  # the handle says the model is gone
+
+
+def test_assigned_the_handle_behaves_like_the_model(ip: InteractiveShell, mgr: ModelManager) -> None:
+    run(ip, "m = %load_model lm demo:transformer")
+    m = ip.user_ns["m"]
+    model = mgr.get("lm")
+    assert type(m) is ModelHandle and unwrap(m) is model
+    assert isinstance(m, torch.nn.Module) and isinstance(m, type(model))
+    tokens = torch.randint(0, 1000, (1, 8))
+    with torch.inference_mode():
+        assert torch.equal(m(tokens), model(tokens))
+    assert m.embed is model.embed  # attribute access
+    assert m.to("cpu") is m and m.eval() is m  # self-returning methods keep the weak link
+    assert not model.training
+    m.custom_flag = 3  # attribute writes reach the model
+    assert model.custom_flag == 3
+    assert repr(m) == repr(model)
+    del model
+
+
+def test_the_handle_never_keeps_the_model_alive(ip: InteractiveShell, mgr: ModelManager) -> None:
+    run(ip, "m = %load_model seq demo:mlp\nfirst = m[0]\nn = len(m)")
+    assert ip.user_ns["n"] == len(mgr.get("seq"))
+    model = weakref.ref(mgr.get("seq"))
+    del ip.user_ns["first"]
+    run(ip, "%unload_model seq")
+    gc.collect()
+    assert model() is None
+    m = ip.user_ns["m"]
+    assert not m and not isinstance(m, torch.nn.Module)
+    assert "unloaded" in repr(m)
+    with pytest.raises(ReferenceError, match="seq"):
+        m(torch.zeros(1, 64))
+
+
+def test_as_binds_a_variable(ip: InteractiveShell, mgr: ModelManager, capsys: pytest.CaptureFixture[str]) -> None:
+    run(ip, "%load_model clf demo:mlp --as model")
+    assert unwrap(ip.user_ns["model"]) is mgr.get("clf")
+    assert "-> model" in capsys.readouterr().out
+
+
+def test_kw_values_are_literals_when_they_parse_else_strings(ip: InteractiveShell, mgr: ModelManager) -> None:
+    line = (
+        "k tests.ipython.factories:keywords_module "
+        "--kw size=64 ratio=0.5 flag=True shape=(2,3) names=['a','b'] --kw label=hello path=/tmp/x empty="
+    )
+    handle = ip.run_line_magic("load_model", line)
+    assert handle.received == {
+        "size": 64,
+        "ratio": 0.5,
+        "flag": True,
+        "shape": (2, 3),
+        "names": ["a", "b"],
+        "label": "hello",
+        "path": "/tmp/x",
+        "empty": "",
+    }
+
+
+def test_kw_reaches_the_loader(ip: InteractiveShell, mgr: ModelManager) -> None:
+    ip.run_line_magic("load_model", "small demo:mlp --kw hidden=16 layers=1")
+    assert mgr.info("small").parameters == 64 * 16 + 16 + 16 * 10 + 10
+
+
+def test_loads_a_registered_name_and_reports_a_loaded_one(
+    ip: InteractiveShell, mgr: ModelManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mgr.register("clf", "demo:mlp", hidden=32)
+    first = ip.run_line_magic("load_model", "clf")
+    second = ip.run_line_magic("load_model", "clf")
+    assert unwrap(first) is unwrap(second)
+    out = capsys.readouterr().out
+    assert "already loaded" in out.splitlines()[-1]
+
+
+def test_default_device_applies_to_new_loads_only(ip: InteractiveShell, mgr: ModelManager) -> None:
+    from IPython.core.error import UsageError
+
+    ip.run_line_magic("load_model", "clf demo:mlp")
+    ip.run_line_magic("config", "NBModels.default_device = 'tpu'")
+    ip.run_line_magic("load_model", "clf")  # loaded: the default is not applied, so no conflict
+    with pytest.raises(UsageError, match="tpu"):
+        ip.run_line_magic("load_model", "other demo:mlp")
+    assert "other" not in mgr
+
+
+def test_verbose_off_prints_nothing(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.run_line_magic("config", "NBModels.verbose = False")
+    run(ip, "%load_model clf demo:mlp")
+    assert all(TERMINAL_PROMPT.match(line) for line in capsys.readouterr().out.splitlines())

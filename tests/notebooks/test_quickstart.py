@@ -1,0 +1,81 @@
+"""notebooks/quickstart.ipynb runs on a real kernel (nbclient), and ``python -m nbmodels demo`` summarises it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from nbmodels.ipython.kernels import KERNEL_NAME, kernel_manager_class
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
+MIB = 1024 * 1024
+
+
+def texts(cell: nbformat.NotebookNode) -> str:
+    parts = []
+    for out in cell.outputs:
+        if out.output_type == "stream":
+            parts.append(out.text)
+        elif out.output_type in ("execute_result", "display_data"):
+            parts.append(out.data.get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def test_the_quickstart_is_stored_without_outputs() -> None:
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(cell.outputs == [] and cell.execution_count is None for cell in code)
+
+
+@pytest.mark.slow
+def test_the_quickstart_runs_and_the_memory_comes_back(tmp_path: Path) -> None:
+    log = tmp_path / "shutdown.jsonl"
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=180,
+        kernel_name=KERNEL_NAME,
+        kernel_manager_class=kernel_manager_class(asynchronous=True),
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute(env={**os.environ, "NBMODELS_SHUTDOWN_LOG": str(log)})  # a cell error fails the test
+
+    shown = {cell.source: texts(cell) for cell in notebook.cells if cell.cell_type == "code"}
+    loads = next(text for source, text in shown.items() if source.startswith("%load_model clf"))
+    assert re.search(r"^clf: Sequential on cpu, [\d,]+ params, 64\.0 MiB", loads, re.M)
+    assert re.search(r"^lm: DemoTransformer on cpu", loads, re.M)
+    assert "torch.Size([1, 16, 4000]) True" in shown[next(s for s in shown if "inference_mode" in s)]
+    listing = shown["table = %list_models\ntable"]
+    assert "2 model(s) loaded" in listing and "total" in listing and "process RSS" in listing
+    assert "parameters" in shown["%model_info clf"]
+    assert "released 1 model(s): clf" in shown["%unload_model clf"]
+    assert "released 1 model(s): lm" in shown["report = %model_cleanup"]
+    assert "nothing to release" in shown["%model_cleanup"]
+    back = re.search(r"\(([\d,]+) bytes back\)", shown[next(s for s in shown if "bytes back" in s)])
+    assert back is not None and int(back.group(1).replace(",", "")) >= 0.8 * 64 * MIB
+
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) == 1
+    assert records[0]["reason"] == "shutdown" and records[0]["released"] == ["tail"]
+
+
+@pytest.mark.slow
+def test_the_demo_command_prints_the_walk_through_and_the_shutdown_record() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "nbmodels", "demo"], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "released 1 model(s): clf" in out and "nothing to release" in out
+    assert "the shutdown hook released tail" in out
+    record = json.loads(out.strip().splitlines()[-1])
+    assert record["reason"] == "shutdown" and record["released"] == ["tail"] and record["pid"] > 0
