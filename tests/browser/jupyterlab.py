@@ -1,0 +1,140 @@
+"""A throw-away JupyterLab server for browser tests: 127.0.0.1, a free port, a token, its own
+config/data/runtime/settings folders, and a process group that is always killed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+START_TIMEOUT = 90.0
+
+
+@dataclass(frozen=True)
+class Lab:
+    url: str
+    token: str
+    root: Path
+    log: Path
+
+    def tree(self, path: str) -> str:
+        return f"{self.url}/lab/tree/{path}?token={self.token}&reset"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_env(home: Path) -> dict[str, str]:
+    """An environment in which nothing of this machine's Jupyter or IPython set-up leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "IPYTHON"))}
+    for var, sub in {
+        "JUPYTER_CONFIG_DIR": "config",
+        "JUPYTER_DATA_DIR": "data",
+        "JUPYTER_RUNTIME_DIR": "runtime",
+        "IPYTHONDIR": "ipython",
+        "JUPYTERLAB_SETTINGS_DIR": "lab-settings",
+        "JUPYTERLAB_WORKSPACES_DIR": "lab-workspaces",
+    }.items():
+        (home / sub).mkdir(parents=True, exist_ok=True)
+        env[var] = str(home / sub)
+    env["JUPYTER_PREFER_ENV_PATH"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    # No news or update checks: they pop up toasts and reach for the network.
+    notification = home / "lab-settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True, exist_ok=True)
+    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    return env
+
+
+@contextlib.contextmanager
+def jupyterlab(root: Path, home: Path) -> Iterator[Lab]:
+    """Run ``python -m jupyter lab`` on ``root`` until the block ends; the app is exposed as
+    ``window.jupyterapp`` so tests can run commands instead of hunting for menus."""
+    port, token = free_port(), secrets.token_hex(16)
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "jupyterlab.log"
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
+        "--allow-root",
+        "--LabApp.news_url=",
+        "--LabApp.extension_manager=readonly",
+        "--ServerApp.terminals_enabled=False",
+        "--ServerApp.shutdown_no_activity_timeout=600",
+        "--MappingKernelManager.cull_idle_timeout=0",
+    ]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, cwd=root, env=isolated_env(home), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_up(process, f"{url}/api/status?token={token}", log)
+        yield Lab(url=url, token=token, root=root, log=log)
+    finally:
+        _kill_group(process)
+        _kill_kernels(home / "runtime")
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], status_url: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(status_url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"JupyterLab did not answer within {START_TIMEOUT:.0f}s:\n{log.read_text()[-3000:]}")
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server and its kernels (one process group), SIGKILL what is left after 10 s."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+
+
+def _kill_kernels(runtime: Path) -> None:
+    """Kernels run in sessions of their own; any left after the server went are found by
+    their connection file, which lies in this server's private runtime folder."""
+    marker = str(runtime)
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(marker in arg for arg in proc.info["cmdline"] or ()):
+                proc.kill()
+                proc.wait(timeout=5)
