@@ -14,14 +14,13 @@ import gc
 import logging
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from nbmodels.core import memory
 from nbmodels.core.devices import normalize_device, normalize_dtype
-from nbmodels.core.refs import describe_holders
+from nbmodels.core.refs import Holder, HolderFinder, Site, Watch, default_sites, hunt
 from nbmodels.core.reports import Event, ModelInfo, ModelList, ReleaseReport, StillAlive
 from nbmodels.core.sources import Source, resolve
 from nbmodels.errors import (
@@ -119,18 +118,6 @@ def _check_name(name: Any) -> str:
     return name
 
 
-def _watch(model: Any) -> list[weakref.ref[Any]]:
-    """Weak references that tell whether ``model`` (or, if it is not weak-referenceable,
-    its tensors) is gone."""
-    try:
-        return [weakref.ref(model)]
-    except TypeError:
-        refs = []
-        for tensor in memory.tensors_of(model):
-            refs.append(weakref.ref(tensor))
-        return refs
-
-
 def _place(model: Any, device: str | None, dtype: Any) -> Any:
     if device is None and dtype is None:
         return model
@@ -162,6 +149,8 @@ class ModelManager:
         self._registry: dict[str, _Registration] = {}
         self._subscribers: list[Subscriber] = []
         self._used = False
+        self._survivors: dict[str, list[Watch]] = {}  # released, still alive: weak references only
+        self._holder_finders: list[tuple[HolderFinder, bool]] = []
 
     @classmethod
     def get_instance(cls) -> ModelManager:
@@ -218,12 +207,18 @@ class ModelManager:
         """
         name = _check_name(name)
         spec, explicit = self._spec(name, source, device, dtype, trust, kwargs)
+        if source is None and not pin:
+            with self._lock:
+                registration = self._registry.get(name)
+            pin = bool(registration is not None and registration.defaults.get("pin", False))
+        waited = False
         while True:
             with self._lock:
                 self._used = True
                 entry = self._entries.get(name)
                 pending = self._pending.get(name)
-                if entry is not None and not reload:
+                # A reload that waited for a load of just what it asks for takes that load.
+                if entry is not None and (not reload or (waited and not self._differences(entry, spec, explicit))):
                     self._check_same(entry, spec, explicit)
                     entry.touch()
                     entry.pinned = entry.pinned or pin
@@ -237,7 +232,7 @@ class ModelManager:
             pending.done.wait()
             if pending.error is not None:
                 raise pending.error
-            reload = False  # the load we waited for is the reload we wanted
+            waited = True
         return self._load_as_owner(name, spec, pending, previous, pin=pin, on_release=on_release)
 
     def _spec(
@@ -259,8 +254,9 @@ class ModelManager:
                 defaults = dict(registration.defaults)
                 device = device if device is not None else defaults.pop("device", None)
                 dtype = dtype if dtype is not None else defaults.pop("dtype", None)
-                defaults.pop("device", None)
-                defaults.pop("dtype", None)
+                trust = trust or bool(defaults.pop("trust", False))
+                for key in ("device", "dtype", "pin"):  # the manager's settings, not the factory's
+                    defaults.pop(key, None)
                 kwargs = {**defaults, **kwargs}
                 resolved = registration.source
             else:
@@ -271,8 +267,19 @@ class ModelManager:
         spec = _Spec(resolved, dict(kwargs), normalize_device(device), normalize_dtype(dtype), trust)
         return spec, explicit
 
+    @classmethod
+    def _check_same(cls, entry: _Entry, spec: _Spec, explicit: set[str]) -> None:
+        differences = cls._differences(entry, spec, explicit)
+        if differences:
+            raise ModelConflictError(
+                f"model {entry.name!r} is already loaded; this asks for "
+                + ", ".join(differences)
+                + f"; pass reload=True to load it again, or unload({entry.name!r}) first"
+            )
+
     @staticmethod
-    def _check_same(entry: _Entry, spec: _Spec, explicit: set[str]) -> None:
+    def _differences(entry: _Entry, spec: _Spec, explicit: set[str]) -> builtins.list[str]:
+        """What ``spec`` asks for explicitly that the loaded ``entry`` was not loaded with."""
         loaded = entry.spec
         differences = []
         if "source" in explicit and spec.source.key != loaded.source.key:
@@ -283,12 +290,7 @@ class ModelManager:
             differences.append(f"dtype {spec.dtype} (loaded with {loaded.dtype})")
         if "kwargs" in explicit and spec.kwargs != loaded.kwargs:
             differences.append(f"keywords {spec.kwargs} (loaded with {loaded.kwargs})")
-        if differences:
-            raise ModelConflictError(
-                f"model {entry.name!r} is already loaded; this asks for "
-                + ", ".join(differences)
-                + f"; pass reload=True to load it again, or unload({entry.name!r}) first"
-            )
+        return differences
 
     def _load_as_owner(
         self,
@@ -368,6 +370,7 @@ class ModelManager:
         with self._lock:
             entry = self._entries.get(name)
             if entry is None:
+                _check_name(name)
                 raise ModelNotFoundError(name, list(self._entries))
             entry.touch()
             return entry.model
@@ -376,6 +379,7 @@ class ModelManager:
         with self._lock:
             entry = self._entries.get(name)
             if entry is None:
+                _check_name(name)
                 raise ModelNotFoundError(name, list(self._entries))
             return entry.info()
 
@@ -409,70 +413,146 @@ class ModelManager:
         with self._lock:
             entry = self._entries.get(name)
             if entry is None:
+                _check_name(name)
                 raise ModelNotFoundError(name, list(self._entries))
             model = entry.model
         moved = _place(model, target, None)
         with self._lock:
-            if self._entries.get(name) is entry:
+            still_loaded = self._entries.get(name) is entry
+            if still_loaded:
                 entry.model = moved
                 entry.footprint = memory.footprint(moved)
                 entry.spec = _Spec(entry.spec.source, entry.spec.kwargs, target, entry.spec.dtype, entry.spec.trust)
                 entry._info = None
-            info = entry.info()
+                info = entry.info()
+            known = list(self._entries)
         del model, moved
+        if not still_loaded:  # unloaded (or reloaded) while it moved: its entry describes nothing now
+            error = ModelNotFoundError(name, known)
+            error.message += " (it was unloaded while it was being moved)"
+            raise error
         memory.empty_cuda_cache()
         self._emit(Event("moved", name=name, info=info))
         return info
 
     # --- releasing ------------------------------------------------------------
 
-    def unload(self, name: str) -> ReleaseReport:
-        """Release one model and report whether its memory really came back."""
+    def unload(self, name: str, *, force: bool = False) -> ReleaseReport:
+        """Release one model and report whether its memory really came back.
+
+        If something else still holds the model, the report names each holder
+        and the exact command that frees it. ``force=True`` removes those holders
+        (user variables that lead to the model, IPython's output history, the
+        last exception, widget callbacks), but only when that frees the model,
+        and never anything else. A name released earlier that is still alive can
+        be unloaded again, with or without force.
+        """
         with self._lock:
             entry = self._entries.pop(name, None)
-            if entry is None:
+            survivors = self._survivors.pop(name, [])
+            if entry is None and not survivors:
                 hint = " (it is still loading)" if name in self._pending else ""
                 known = list(self._entries)
-        if entry is None:
+        if entry is None and not survivors:
             error = ModelNotFoundError(name, known)
             error.message += hint
             raise error
-        log.info("unloading %s", name)
-        report = self._release([entry], pending=())
+        log.info("unloading %s%s", name, " (force)" if force else "")
+        report = self._release([entry] if entry is not None else [], pending=(), force=force, survivors=survivors)
         self._emit(Event("unloaded", name=name, report=report))
         return report
 
-    def cleanup(self) -> ReleaseReport:
+    def cleanup(self, *, force: bool = False) -> ReleaseReport:
         """Release every model. Idempotent; one model's failure never stops the others.
 
-        Loads still in flight finish normally and are listed as pending.
+        Loads still in flight finish normally and are listed as pending. Models
+        released earlier but still alive are checked again; ``force=True``
+        removes what holds them, as for :meth:`unload`.
         """
         with self._lock:
             entries = list(self._entries.values())
             self._entries.clear()
+            survivors = [watch for watches in self._survivors.values() for watch in watches]
+            self._survivors.clear()
             pending = tuple(self._pending)
         log.info("cleanup: releasing %d model(s)%s", len(entries), f", {len(pending)} still loading" if pending else "")
-        report = self._release(entries, pending=pending)
+        report = self._release(entries, pending=pending, force=force, survivors=survivors)
         for line in report.lines():
             log.info("cleanup: %s", line)
         self._emit(Event("cleanup", report=report))
         return report
 
-    def _release(self, entries: builtins.list[_Entry], *, pending: tuple[str, ...]) -> ReleaseReport:
+    def add_holder_finder(self, finder: HolderFinder) -> Callable[[], None]:
+        """Teach the holder search more places that can hold a model; returns a function that undoes it.
+
+        ``finder()`` returns :class:`nbmodels.core.refs.Site` objects (a namespace,
+        an output history, a callback list: what its entries are called and how
+        force removes one). It is called only when a released model survived.
+        A finder whose ``magics`` attribute is true says the IPython magics are
+        there, so reports suggest ``%unload_model X --force``.
+        """
+        token = (finder, bool(getattr(finder, "magics", False)))
+        with self._lock:
+            self._holder_finders.append(token)
+
+        def remove() -> None:
+            with self._lock:
+                if token in self._holder_finders:
+                    self._holder_finders.remove(token)
+
+        return remove
+
+    def _sites(self) -> builtins.list[Site]:
+        """Where the holder search may name (and force may remove) holders, as of now."""
+        sites = default_sites()
+        with self._lock:
+            finders = [finder for finder, _ in self._holder_finders]
+            live = list(self._entries.values())
+        for entry in live:
+            label = f"the loaded model {entry.name!r}".replace("{", "{{").replace("}", "}}")
+            reason = f"the loaded model {entry.name!r} shares it; unload that one too"
+            sites.append(Site(entry, label=label, kind="model", keys=frozenset({"model"}), reason=reason))
+        for finder in finders:
+            try:
+                sites.extend(finder())
+            except Exception:
+                log.exception("a holder finder failed; the search goes on without it")
+        return sites
+
+    def _fix_command(self, name: str) -> str:
+        with self._lock:
+            magics = any(flag for _, flag in self._holder_finders)
+        if magics:
+            return f"%unload_model {name} --force"
+        owner = "nbmodels.get_manager()" if self is ModelManager._instance else "manager"
+        return f"{owner}.unload({name!r}, force=True)"
+
+    def _release(
+        self,
+        entries: builtins.list[_Entry],
+        *,
+        pending: tuple[str, ...],
+        force: bool = False,
+        survivors: builtins.list[Watch] | None = None,
+    ) -> ReleaseReport:
         """Drop our references, then check with weak references what really went away.
 
-        A gc pass runs only if something survived the drop (a reference cycle);
-        whatever survives that is held from outside and gets named.
+        When every model died on the drop (the common case) there is no gc pass
+        and no holder search. Otherwise a gc pass clears reference cycles, and
+        whatever survives that is held from outside: the holder search names
+        each holder and, with ``force``, removes them and checks again.
+        ``survivors`` are models released earlier that were still alive then.
         """
         with self._release_lock:
             started = time.perf_counter()
             rss_before = memory.process_rss()
             cuda_before = memory.cuda_allocated()
             errors: dict[str, str] = {}
-            watched: builtins.list[tuple[str, builtins.list[weakref.ref[Any]], memory.Footprint]] = []
+            watches: builtins.list[Watch] = list(survivors or ())
+            rechecked = tuple(watch.name for watch in watches)
             for entry in entries:
                 try:
-                    watched.append((entry.name, _watch(entry.model), entry.footprint))
+                    watches.append(Watch(entry.name, entry.model, entry.footprint))
                     if entry.on_release is not None:
                         entry.on_release(entry.model)
                 except Exception as exc:
@@ -483,24 +563,37 @@ class ModelManager:
                     entry._info = None
             entries = []  # drop the last strong references to the entries themselves
             gc_collected = False
-            if any(_alive(refs) for _, refs, _ in watched):
+            if any(watch.alive() for watch in watches):
                 gc.collect()
                 gc_collected = True
+            alive = [watch for watch in watches if watch.alive()]
+            found = hunt([watch.survivors for watch in alive], self._sites, force=force) if alive else None
             cuda_emptied = memory.empty_cuda_cache()
             freed: dict[str, int] = {}
             still_alive: builtins.list[StillAlive] = []
-            for name, refs, footprint in watched:
-                survivors = [obj for obj in (r() for r in refs) if obj is not None]
-                if survivors:
-                    still_alive.append(StillAlive(name, describe_holders(survivors[0], ignore=(survivors,))))
-                    del survivors
+            removed: dict[str, tuple[Holder, ...]] = {}
+            kept: builtins.list[Watch] = []
+            for watch in watches:
+                index = alive.index(watch) if watch in alive else -1
+                if found is not None and index >= 0 and found.removed[index]:
+                    removed[watch.name] = removed.get(watch.name, ()) + found.removed[index]
+                if watch.alive():
+                    kept.append(watch)
+                    holders = found.holders[index] if found is not None and index >= 0 else ()
+                    blocked = found.blocked[index] if found is not None and index >= 0 else ""
+                    fix = self._fix_command(watch.name) if holders and not blocked and not force else ""
+                    still_alive.append(StillAlive(watch.name, holders, fix=fix, blocked=blocked, what=watch.what()))
                     continue
-                for device, nbytes in footprint.bytes_by_device.items():
+                for device, nbytes in watch.footprint.bytes_by_device.items():
                     freed[device] = freed.get(device, 0) + nbytes
+            if kept:
+                with self._lock:
+                    for watch in kept:
+                        self._survivors.setdefault(watch.name, []).append(watch)
             if freed:
                 memory.trim_heap()
             report = ReleaseReport(
-                released=tuple(name for name, _, _ in watched),
+                released=tuple(watch.name for watch in watches[len(rechecked) :]),
                 freed_bytes=freed,
                 rss_before=rss_before,
                 rss_after=memory.process_rss(),
@@ -512,9 +605,13 @@ class ModelManager:
                 gc_collected=gc_collected,
                 cuda_cache_emptied=cuda_emptied,
                 pending=pending,
+                forced=force,
+                removed=removed,
+                rechecked=rechecked,
+                hunt_seconds=found.seconds if found is not None else 0.0,
             )
-        for alive in report.still_alive:
-            log.warning("%s", alive.describe())
+        for survivor in report.still_alive:
+            log.warning("%s", survivor.describe())
         return report
 
     # --- events ---------------------------------------------------------------
@@ -539,10 +636,6 @@ class ModelManager:
                 callback(event)
             except Exception:
                 log.exception("an nbmodels event subscriber failed on %s; the manager carries on", event.kind)
-
-
-def _alive(refs: Iterable[weakref.ref[Any]]) -> bool:
-    return any(r() is not None for r in refs)
 
 
 def get_manager() -> ModelManager:

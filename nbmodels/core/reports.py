@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from nbmodels.core.memory import format_bytes
+from nbmodels.core.refs import Holder
 
 
 def _text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -105,14 +106,44 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class StillAlive:
-    """A released model that something outside the manager still holds."""
+    """A released model that something outside the manager still holds, and how to free it.
+
+    ``holders`` name each holder in the user's words with what ``force`` does
+    about it; ``fix`` is the exact command that would free the model (empty when
+    force cannot, and then ``blocked`` says why). ``what`` says what survived:
+    the model itself, or only its tensors (held by an optimizer or an autograd
+    graph after the model object died).
+    """
 
     name: str
-    holders: tuple[str, ...]
+    holders: tuple[Holder, ...]
+    fix: str = ""
+    blocked: str = ""
+    what: str = "the model"
 
     def describe(self) -> str:
-        held = "; ".join(self.holders) if self.holders else "a holder outside Python's view"
-        return f"{self.name} is still alive, held by: {held}"
+        """One line: who holds it and the command that frees it."""
+        held = "; ".join(str(h) for h in self.holders) if self.holders else "a holder outside Python's view"
+        subject = self.name if self.what == "the model" else f"{self.name} ({self.what})"
+        text = f"{subject} is still alive, held by: {held}"
+        if self.fix:
+            text += f"; free it with {self.fix}"
+        elif self.blocked:
+            text += f"; force cannot free it: {self.blocked}"
+        return text
+
+    def details(self) -> list[str]:
+        """One line per holder: its path, its kind and what force does (or why it cannot)."""
+        return [h.describe() if isinstance(h, Holder) else str(h) for h in self.holders]
+
+    def _html(self) -> str:
+        rows = []
+        for h in self.holders:
+            if isinstance(h, Holder):
+                rows.append([h.path, h.kind, h.action or f"cannot: {h.reason}"])
+            else:
+                rows.append([str(h), "", ""])
+        return _html_table(("holder", "kind", "force"), rows)
 
 
 @dataclass(frozen=True)
@@ -131,6 +162,10 @@ class ReleaseReport:
     gc_collected: bool
     cuda_cache_emptied: bool
     pending: tuple[str, ...] = ()
+    forced: bool = False
+    removed: dict[str, tuple[Holder, ...]] = field(default_factory=dict, hash=False)
+    rechecked: tuple[str, ...] = ()
+    hunt_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -146,13 +181,24 @@ class ReleaseReport:
         """Measured fall of the process RSS (negative if it grew)."""
         return self.rss_before - self.rss_after
 
-    def lines(self) -> list[str]:
+    @property
+    def removed_total(self) -> int:
+        """How many holders force removed."""
+        return sum(len(holders) for holders in self.removed.values())
+
+    def lines(self, *, detail: bool = False) -> list[str]:
+        """The report as lines; ``detail`` adds one line per holder of each model still alive."""
         if not self.released and not self.errors:
             head = "nothing to release"
         else:
             head = f"released {len(self.released)} model(s): {', '.join(self.released) or '-'}"
         lines = [head]
-        if self.released:
+        if self.rechecked:
+            lines.append(f"checked again (released before, still alive then): {', '.join(self.rechecked)}")
+        for name, holders in sorted(self.removed.items()):
+            done = "; ".join(h.action if h.path in h.action else f"{h.action} ({h.path})" for h in holders)
+            lines.append(f"force removed what held {name}: {done}")
+        if self.released or self.freed_bytes:
             freed = ", ".join(f"{d} {format_bytes(n)}" for d, n in sorted(self.freed_bytes.items())) or "0 B"
             lines.append(f"freed (accounted): {freed}")
             measured = [f"RSS {format_bytes(self.rss_before)} -> {format_bytes(self.rss_after)}"]
@@ -160,22 +206,31 @@ class ReleaseReport:
                 before = self.cuda_allocated_before.get(device, 0)
                 measured.append(f"{device} allocated {format_bytes(before)} -> {format_bytes(after)}")
             lines.append("measured: " + "; ".join(measured))
-        lines += [alive.describe() for alive in self.still_alive]
+        for alive in self.still_alive:
+            lines.append(alive.describe())
+            if detail:
+                lines += [f"  - {line}" for line in alive.details()]
         lines += [f"error releasing {name}: {message}" for name, message in sorted(self.errors.items())]
         if self.pending:
             lines.append(f"still loading (left as is): {', '.join(self.pending)}")
-        lines.append(f"took {self.seconds * 1000:.1f} ms" + (", with a gc pass" if self.gc_collected else ""))
+        took = f"took {self.seconds * 1000:.1f} ms" + (", with a gc pass" if self.gc_collected else "")
+        if self.hunt_seconds:
+            took += f" ({self.hunt_seconds * 1000:.0f} ms looking for holders)"
+        lines.append(took)
         return lines
 
     def __str__(self) -> str:
-        return "\n".join(self.lines())
+        return "\n".join(self.lines(detail=True))
 
     def _repr_pretty_(self, printer: object, cycle: bool) -> None:
         printer.text(str(self))  # type: ignore[attr-defined]
 
     def _repr_html_(self) -> str:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in self.lines())
-        return f'<ul class="nbmodels-report">{items}</ul>'
+        tables = "".join(
+            f"<p>{html.escape(alive.name)}: what still holds it</p>{alive._html()}" for alive in self.still_alive
+        )
+        return f'<ul class="nbmodels-report">{items}</ul>{tables}'
 
 
 EventKind = Literal["load_started", "load_finished", "load_failed", "unloaded", "cleanup", "moved"]
