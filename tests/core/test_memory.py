@@ -213,3 +213,21 @@ def test_sparse_tensors_are_accounted_by_their_parts(manager: ModelManager) -> N
     mask = manager.get("sparse").mask
     parts = mask._indices().numel() * 8 + mask._values().numel() * 4
     assert manager.info("sparse").bytes_by_device == {"cpu": (16 + 4) * 4 + parts}
+
+
+def test_the_first_load_does_not_charge_torchs_own_import_to_the_model() -> None:
+    """In a fresh process torch is not imported yet; its ~200 MB must not count as the model's."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nbmodels\n"
+        "assert 'torch' not in sys.modules\n"
+        "manager = nbmodels.get_manager()\n"
+        "manager.load('m', 'demo:mlp', size_mb=32)\n"
+        "info = manager.info('m')\n"
+        "print(info.rss_delta, info.total_bytes)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    rss_delta, model_bytes = map(int, out.split())
+    assert rss_delta < 2 * model_bytes, f"RSS change {format_bytes(rss_delta)} for a {format_bytes(model_bytes)} model"
