@@ -121,16 +121,28 @@ class StillAlive:
     blocked: str = ""
     what: str = "the model"
 
+    def _subject(self) -> str:
+        return self.name if self.what == "the model" else f"{self.name} ({self.what})"
+
+    def _remedy(self) -> str:
+        if self.fix:
+            return f"free it with {self.fix}"
+        return f"force cannot free it: {self.blocked}" if self.blocked else ""
+
     def describe(self) -> str:
         """One line: who holds it and the command that frees it."""
         held = "; ".join(str(h) for h in self.holders) if self.holders else "a holder outside Python's view"
-        subject = self.name if self.what == "the model" else f"{self.name} ({self.what})"
-        text = f"{subject} is still alive, held by: {held}"
-        if self.fix:
-            text += f"; free it with {self.fix}"
-        elif self.blocked:
-            text += f"; force cannot free it: {self.blocked}"
-        return text
+        remedy = self._remedy()
+        return f"{self._subject()} is still alive, held by: {held}" + (f"; {remedy}" if remedy else "")
+
+    def detailed_lines(self) -> list[str]:
+        """A heading, one line per holder, then the remedy: the multi-line form of :meth:`describe`."""
+        if not self.holders:
+            return [self.describe()]
+        lines = [f"{self._subject()} is still alive, held by {len(self.holders)} reference(s):"]
+        lines += [f"  - {line}" for line in self.details()]
+        remedy = self._remedy()
+        return lines + ([f"  {remedy}"] if remedy else [])
 
     def details(self) -> list[str]:
         """One line per holder: its path, its kind and what force does (or why it cannot)."""
@@ -196,8 +208,12 @@ class ReleaseReport:
         if self.rechecked:
             lines.append(f"checked again (released before, still alive then): {', '.join(self.rechecked)}")
         for name, holders in sorted(self.removed.items()):
-            done = "; ".join(h.action if h.path in h.action else f"{h.action} ({h.path})" for h in holders)
-            lines.append(f"force removed what held {name}: {done}")
+            done = [h.action if h.path in h.action else f"{h.action} ({h.path})" for h in holders]
+            if detail:
+                lines.append(f"force removed {len(done)} holder(s) of {name}:")
+                lines += [f"  - {action}" for action in done]
+            else:
+                lines.append(f"force removed what held {name}: {'; '.join(done)}")
         if self.released or self.freed_bytes:
             freed = ", ".join(f"{d} {format_bytes(n)}" for d, n in sorted(self.freed_bytes.items())) or "0 B"
             lines.append(f"freed (accounted): {freed}")
@@ -207,9 +223,7 @@ class ReleaseReport:
                 measured.append(f"{device} allocated {format_bytes(before)} -> {format_bytes(after)}")
             lines.append("measured: " + "; ".join(measured))
         for alive in self.still_alive:
-            lines.append(alive.describe())
-            if detail:
-                lines += [f"  - {line}" for line in alive.details()]
+            lines += alive.detailed_lines() if detail else [alive.describe()]
         lines += [f"error releasing {name}: {message}" for name, message in sorted(self.errors.items())]
         if self.pending:
             lines.append(f"still loading (left as is): {', '.join(self.pending)}")

@@ -103,7 +103,8 @@ def test_force_removes_the_holders_frees_the_model_and_leaves_the_rest(
     assert report.freed_bytes == accounted
     assert set(ns) == {"data", "other"} and all(ns[k] is v for k, v in untouched.items())
     assert "other" in manager
-    assert "force removed what held m: del model; del cache (cache['m'])" in str(report)
+    assert "force removed 2 holder(s) of m:\n  - del model\n  - del cache (cache['m'])" in str(report)
+    assert "force removed what held m: del model; del cache (cache['m'])" in report.lines()
 
 
 def test_a_model_released_earlier_can_be_forced_by_name_afterwards(manager: ModelManager, ns: dict[str, Any]) -> None:
