@@ -5,14 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
-from nbmodels.ipython.kernels import KERNEL_NAME, kernel_manager_class
-from tests.notebooks.test_quickstart import texts
-
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "leak-hunting.ipynb"
+from tests.notebooks.running import execute, shown_by_source
 
 
 def mib_back(text: str, label: str) -> float:
@@ -21,26 +16,11 @@ def mib_back(text: str, label: str) -> float:
     return float(found.group(1))
 
 
-def test_the_leak_hunting_notebook_is_stored_without_outputs() -> None:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    nbformat.validate(notebook)
-    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert code and all(cell.outputs == [] and cell.execution_count is None for cell in code)
-
-
 @pytest.mark.slow
 def test_the_leak_hunting_notebook_frees_with_force_what_the_naive_way_cannot(tmp_path: Path) -> None:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(
-        notebook,
-        timeout=180,
-        kernel_name=KERNEL_NAME,
-        kernel_manager_class=kernel_manager_class(asynchronous=True),
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()  # an error fails the test, except in the cell tagged raises-exception
-
-    shown = {cell.source: texts(cell) for cell in notebook.cells if cell.cell_type == "code"}
+    # A cell error fails the test, except in the cell tagged raises-exception.
+    notebook = execute("leak-hunting.ipynb", tmp_path)
+    shown = shown_by_source(notebook)
     source = next(s for s in shown if s.startswith("before = rss()"))
     assert mib_back(shown[source], "naive") < 5  # of a 100 MiB model
 
@@ -55,6 +35,6 @@ def test_the_leak_hunting_notebook_frees_with_force_what_the_naive_way_cannot(tm
 
     blocked = shown[next(s for s in shown if "helpers.CACHE = mgr.load" in s)]
     assert "force cannot free it: helpers.CACHE holds it" in blocked
-    assert "force removed what held lm: del lm" in shown["helpers.CACHE = None\n%unload_model lm --force"]
+    assert "force removed 1 holder(s) of lm:\n  - del lm" in shown["helpers.CACHE = None\n%unload_model lm --force"]
     removed = shown[next(s for s in shown if s.startswith("for name, holders in report.removed"))]
     assert "clf: callback  button.on_click(predictor.<locals>.on_click, remove=True)" in removed

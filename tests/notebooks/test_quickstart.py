@@ -3,53 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
-from nbmodels.ipython.kernels import KERNEL_NAME, kernel_manager_class
+from tests.notebooks.running import execute, shown_by_source
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
 MIB = 1024 * 1024
-
-
-def texts(cell: nbformat.NotebookNode) -> str:
-    parts = []
-    for out in cell.outputs:
-        if out.output_type == "stream":
-            parts.append(out.text)
-        elif out.output_type in ("execute_result", "display_data"):
-            parts.append(out.data.get("text/plain", ""))
-    return "\n".join(parts)
-
-
-def test_the_quickstart_is_stored_without_outputs() -> None:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    nbformat.validate(notebook)
-    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert code and all(cell.outputs == [] and cell.execution_count is None for cell in code)
 
 
 @pytest.mark.slow
 def test_the_quickstart_runs_and_the_memory_comes_back(tmp_path: Path) -> None:
     log = tmp_path / "shutdown.jsonl"
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(
-        notebook,
-        timeout=180,
-        kernel_name=KERNEL_NAME,
-        kernel_manager_class=kernel_manager_class(asynchronous=True),
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute(env={**os.environ, "NBMODELS_SHUTDOWN_LOG": str(log)})  # a cell error fails the test
-
-    shown = {cell.source: texts(cell) for cell in notebook.cells if cell.cell_type == "code"}
+    notebook = execute("quickstart.ipynb", tmp_path, NBMODELS_SHUTDOWN_LOG=str(log))
+    shown = shown_by_source(notebook)
     loads = next(text for source, text in shown.items() if source.startswith("%load_model clf"))
     assert re.search(r"^clf: Sequential on cpu, [\d,]+ params, 64\.0 MiB", loads, re.M)
     assert re.search(r"^lm: DemoTransformer on cpu", loads, re.M)

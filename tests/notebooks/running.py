@@ -1,0 +1,43 @@
+"""Running the project's notebooks on a real kernel (nbclient), shared by the notebook tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from nbmodels.ipython.kernels import KERNEL_NAME, kernel_manager_class
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def execute(name: str, tmp_path: Path, **env: str) -> nbformat.NotebookNode:
+    """Run ``notebooks/<name>`` top to bottom in ``tmp_path``; a cell error raises and fails the test."""
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=180,
+        kernel_name=KERNEL_NAME,
+        kernel_manager_class=kernel_manager_class(asynchronous=True),
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute(env={**os.environ, **env})
+    return notebook
+
+
+def texts(cell: nbformat.NotebookNode) -> str:
+    """What a code cell showed as text: its streams and the plain-text form of its results."""
+    parts = []
+    for out in cell.outputs:
+        if out.output_type == "stream":
+            parts.append(out.text)
+        elif out.output_type in ("execute_result", "display_data"):
+            parts.append(out.data.get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def shown_by_source(notebook: nbformat.NotebookNode) -> dict[str, str]:
+    """Each code cell's source mapped to what it showed."""
+    return {cell.source: texts(cell) for cell in notebook.cells if cell.cell_type == "code"}
