@@ -61,6 +61,29 @@ def test_quick_core_run_prints_the_table_and_writes_every_figure(tmp_path: Path)
     assert "quick run" in lines[-1]
 
 
+@pytest.mark.slow
+def test_quick_reliability_run_counts_real_trials_and_meets_every_target(tmp_path: Path) -> None:
+    out = tmp_path / "reliability.json"
+    done = bench("reliability", "--quick", "--check", "--json", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    data = json.loads(out.read_text())
+    assert data["errors"] == {}
+    figures = {f["name"]: f for f in data["figures"]}
+    assert len(figures) == 7
+    sigkill = [f for name, f in figures.items() if "SIGKILL" in name]
+    assert len(sigkill) == 1 and sigkill[0]["target"] is None
+    assert sigkill[0]["value"] == 0 and sigkill[0]["note"].startswith("0/1 lines written")
+    targeted = [f for f in figures.values() if f["target"] is not None]
+    assert len(targeted) == 6
+    for figure in targeted:  # a fraction of trials that came out right, with the counts in the note
+        assert figure["unit"] == "fraction" and figure["better"] == ">=" and figure["target"] == 1.0, figure
+        assert figure["value"] == 1.0 and figure["meets_target"] is True, figure
+        assert "first failure" not in figure["note"], figure
+    for case in ("shutdown_kernel(now=False)", "restart_kernel(now=False)", "time.sleep(60)", "SIGTERM"):
+        assert any(case in name and "1/1 kernels right" in f["note"] for name, f in figures.items()), case
+
+
 def test_list_names_the_benchmark_modules_with_core_first() -> None:
     done = bench("--list", timeout=60)
     assert done.returncode == 0, done.stderr
