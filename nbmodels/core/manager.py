@@ -246,9 +246,8 @@ class ModelManager:
             with self._lock:
                 registration = self._registry.get(name)
                 loaded = self._entries.get(name)
+                known = [*self._registry, *self._entries]
             if registration is None and loaded is None:
-                with self._lock:
-                    known = list(self._registry) + list(self._entries)
                 raise ModelNotFoundError(name, known)
             if registration is not None:
                 defaults = dict(registration.defaults)
@@ -369,22 +368,24 @@ class ModelManager:
 
     # --- reading --------------------------------------------------------------
 
+    def _loaded(self, name: str) -> _Entry:
+        """The entry of a loaded name (call with the lock held); a clear error otherwise."""
+        entry = self._entries.get(name)
+        if entry is None:
+            _check_name(name)  # only on a miss, so a hit costs nothing extra
+            raise ModelNotFoundError(name, list(self._entries))
+        return entry
+
     def get(self, name: str) -> Any:
         """The loaded model called ``name`` (counts as a use)."""
         with self._lock:
-            entry = self._entries.get(name)
-            if entry is None:
-                _check_name(name)
-                raise ModelNotFoundError(name, list(self._entries))
+            entry = self._loaded(name)
             entry.touch()
             return entry.model
 
     def info(self, name: str) -> ModelInfo:
         with self._lock:
-            entry = self._entries.get(name)
-            if entry is None:
-                _check_name(name)
-                raise ModelNotFoundError(name, list(self._entries))
+            entry = self._loaded(name)
             return entry.info()
 
     def list(self) -> ModelList:
@@ -415,10 +416,7 @@ class ModelManager:
         """Move a loaded model to ``device`` (offload to the CPU, or back to a GPU)."""
         target = normalize_device(device)
         with self._lock:
-            entry = self._entries.get(name)
-            if entry is None:
-                _check_name(name)
-                raise ModelNotFoundError(name, list(self._entries))
+            entry = self._loaded(name)
             model = entry.model
         moved = _place(model, target, None)
         with self._lock:
@@ -495,16 +493,7 @@ class ModelManager:
         A finder whose ``magics`` attribute is true says the IPython magics are
         there, so reports suggest ``%unload_model X --force``.
         """
-        token = (finder, bool(getattr(finder, "magics", False)))
-        with self._lock:
-            self._holder_finders.append(token)
-
-        def remove() -> None:
-            with self._lock:
-                if token in self._holder_finders:
-                    self._holder_finders.remove(token)
-
-        return remove
+        return self._add_to(self._holder_finders, (finder, bool(getattr(finder, "magics", False))))
 
     def _sites(self) -> builtins.list[Site]:
         """Where the holder search may name (and force may remove) holders, as of now."""
@@ -622,15 +611,19 @@ class ModelManager:
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(event)`` on every change; returns a function that unsubscribes."""
+        return self._add_to(self._subscribers, callback)
+
+    def _add_to(self, registry: builtins.list[Any], item: Any) -> Callable[[], None]:
+        """Append ``item`` to ``registry`` under the lock; return the function that takes it out again."""
         with self._lock:
-            self._subscribers.append(callback)
+            registry.append(item)
 
-        def unsubscribe() -> None:
+        def remove() -> None:
             with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
+                if item in registry:
+                    registry.remove(item)
 
-        return unsubscribe
+        return remove
 
     def _emit(self, event: Event) -> None:
         with self._lock:
