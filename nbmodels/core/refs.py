@@ -11,8 +11,11 @@ Each chain becomes a :class:`Holder` named as the user would write it
 ``sys.last_value → traceback → local 'x' of train()``).
 
 For ``force``, the search also plans the removal: the entry of each site
-that leads to the model (the variable ``cache``, ``Out[7]``, a widget's
-callback, which is the nearest cut: the widget itself stays). A model with
+that leads to the model (the variable ``trainer``, ``Out[7]``, a widget's
+callback, which is the nearest cut: the widget itself stays). When a variable
+leads to the model through plain dicts and lists only, the item goes instead
+and the containers stay: ``del cache['m']``, ``layers[3] = None`` (None keeps
+the indices of the later items). A model with
 even one holder that cannot be removed (a global of another module, a C
 extension) gets no removal at all, so no variable is deleted in vain.
 """

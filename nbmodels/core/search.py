@@ -51,7 +51,7 @@ class Holder:
     """One thing that keeps a released model alive, and what ``force`` does (or cannot do) about it.
 
     ``path`` is in the user's words; ``action`` is the removal ``force`` applies
-    (``del model``, ``del Out[7]``), empty when it cannot, with ``reason``.
+    (``del model``, ``del Out[7]``, ``del cache['m']``), empty when it cannot, with ``reason``.
     """
 
     path: str
@@ -130,9 +130,36 @@ class _Entry(NamedTuple):
     value: int  # index of what the site holds under the key (the node itself, or a tensor whose graph holds it)
 
 
+class _Cut(NamedTuple):
+    """The innermost link of a chain of plain dicts and lists from a variable: ``del cache['m']``."""
+
+    parent: int  # the dict or list
+    child: int  # the survivor it holds
+    keys: tuple[Any, ...]  # its keys (or indices) that hold the survivor
+    action: str
+    sources: frozenset[int]  # the variable entries that lead here through plain containers only
+
+
 class _Plan(NamedTuple):
     reached: dict[int, tuple[int, int]]  # node -> (child toward the target, edge); targets map to (-1, -1)
     blockers: list[int]  # entries (>=0) force cannot remove, or ~node for dead ends
+    cuts: dict[int, _Cut]  # edge -> the item force removes instead of the variables above it
+    remaining: set[int]  # nodes still leading to a survivor once the cuts are made: their entries go
+
+
+def _cut_item(container: Any, keys: Iterable[Any], value: Any) -> None:
+    """``del container[key]`` (a dict) or ``container[index] = None`` (a list) where it still is ``value``.
+
+    A list keeps its length, so the indices of the user's other items stay what they were.
+    """
+    if isinstance(container, dict):
+        for key in keys:
+            if key in container and container[key] is value:
+                del container[key]
+    else:
+        for index in keys:
+            if index < len(container) and container[index] is value:
+                container[index] = None
 
 
 def _key_text(key: Any) -> str:
@@ -649,12 +676,15 @@ class HolderSearch:
 
     # --- reading --------------------------------------------------------------------------
 
-    def _reach(self, starts: list[int]) -> dict[int, tuple[int, int]]:
-        """Breadth-first from the targets up the recorded edges: the shortest chain to each node."""
+    def _reach(self, starts: list[int], skip: Iterable[int] = ()) -> dict[int, tuple[int, int]]:
+        """Breadth-first from the targets up the recorded edges (but ``skip``): the shortest chain to each node."""
         reached: dict[int, tuple[int, int]] = {node: (-1, -1) for node in starts}
+        skipped = set(skip)
         queue = list(starts)
         for node in queue:
             for index in self._up[node]:
+                if index in skipped:
+                    continue
                 parent = self._edges[index].parent
                 if parent not in reached:
                     reached[parent] = (node, index)
@@ -672,8 +702,95 @@ class HolderSearch:
                         blockers.append(entry)
                 if self._is_dead_end(node):
                     blockers.append(~node)
-            plan = self._plans[group] = _Plan(reached, blockers)
+            cuts = self._plain_cuts(reached)
+            while True:  # a cut stays only if some variable above it then no longer leads to a survivor
+                remaining = set(self._reach(self._groups[group], cuts))
+                kept = {edge: cut for edge, cut in cuts.items() if not self._sources_left(cut, remaining)}
+                if len(kept) == len(cuts):
+                    break
+                cuts = kept
+            plan = self._plans[group] = _Plan(reached, blockers, cuts, remaining)
         return plan
+
+    def _plain_cuts(self, reached: dict[int, tuple[int, int]]) -> dict[int, _Cut]:
+        """The innermost item of each chain of plain dicts and lists from a user variable to a survivor.
+
+        ``del cache['m']`` lets go of the model and keeps the user's ``cache``
+        and its other entries; any other chain (an attribute, a closure, a tuple)
+        is cut at the variable, as before.
+        """
+        found: dict[int, tuple[int, int, str]] = {}
+        sources: dict[int, set[int]] = {}
+        for node in reached:
+            for entry_index in self._entries_of.get(node, ()):
+                entry = self._entries[entry_index]
+                if entry.kind != "variable" or not entry.name.isidentifier() or entry.value != node:
+                    continue
+                if entry.site < 0 or self._sites[entry.site].remove is None:
+                    continue
+                last = self._plain_chain(node, reached)
+                if last < 0:
+                    continue
+                if last not in found:
+                    path = self._render(entry.name, node, reached)
+                    found[last] = (self._edges[last].parent, self._edges[last].child, path)
+                sources.setdefault(last, set()).add(entry_index)
+        cuts: dict[int, _Cut] = {}
+        for edge, (parent, child, path) in found.items():
+            suffix = f"[{self._edges[edge].arg}]"
+            if not path.endswith(suffix):
+                continue
+            prefix = path[: -len(suffix)]
+            container, value = self._objs[parent], self._objs[child]
+            if isinstance(container, dict):
+                keys: tuple[Any, ...] = tuple(k for k, v in list(container.items()) if v is value)
+                texts = [_key_text(k) for k in keys]
+                if not keys or any(text != repr(k) for text, k in zip(texts, keys, strict=True)):
+                    continue
+                action = "del " + ", ".join(f"{prefix}[{text}]" for text in texts)
+            else:
+                keys = tuple(i for i, v in enumerate(container) if v is value)
+                if not keys:
+                    continue
+                action = " = ".join(f"{prefix}[{i}]" for i in keys) + " = None"
+            cuts[edge] = _Cut(parent, child, keys, action, frozenset(sources[edge]))
+        return cuts
+
+    def _sources_left(self, cut: _Cut, remaining: set[int]) -> bool:
+        """True when every variable that asked for ``cut`` leads to a survivor without it: it goes itself."""
+        return all(self._entries[source].node in remaining for source in cut.sources)
+
+    def _plain_chain(self, node: int, reached: dict[int, tuple[int, int]]) -> int:
+        """The last edge of the chain from ``node`` when every link is a plain dict's key or list's index, else -1.
+
+        A dict that is some object's namespace (``__dict__``, ``_modules``, a
+        frame's locals) is not plain: removing from it changes that object.
+        """
+        last = -1
+        while node >= 0:
+            child, edge_index = reached[node]
+            if edge_index < 0:
+                break
+            if type(self._objs[node]) not in (dict, list) or self._edges[edge_index].op not in ("key", "index"):
+                return -1
+            for up in self._up[node]:
+                op, arg = self._edges[up].op, self._edges[up].arg
+                if op == "attr" and (arg.startswith("__") or arg in _TRANSPARENT or arg in _FRAME_ATTRS):
+                    return -1
+            last = edge_index
+            node = child
+        return last
+
+    def _cut_of(self, node: int, plan: _Plan) -> int:
+        """The cut that stands for an entry at ``node`` (its chain's last edge), or -1: the entry itself goes."""
+        if node in plan.remaining or not plan.cuts:
+            return -1
+        last = -1
+        while True:
+            child, edge_index = plan.reached[node]
+            if edge_index < 0:
+                return last if last in plan.cuts else -1
+            last, node = edge_index, child
 
     def releasable(self, group: int) -> bool:
         """True when every holder found for the group can be removed, so removing them would free it."""
@@ -687,7 +804,11 @@ class HolderSearch:
             for entry_index in self._entries_of.get(node, ()):
                 entry = self._entries[entry_index]
                 path = self._render(entry.name, node, plan.reached)
-                found.append((len(path), self._holder(entry, node, path, plan)))
+                holder = self._holder(entry, node, path, plan)
+                cut = self._cut_of(node, plan)
+                # a holder that only goes through another variable's cut (Out[7] of that dict) comes after it
+                rank = len(path) + (5_000 if cut >= 0 and entry_index not in plan.cuts[cut].sources else 0)
+                found.append((rank, holder))
             if self._is_dead_end(node):
                 found.append((10_000, self._dead_end_holder(node, plan)))
         found.sort(key=lambda item: item[0])
@@ -703,6 +824,9 @@ class HolderSearch:
     def _holder(self, entry: _Entry, node: int, path: str, plan: _Plan) -> Holder:
         kind = entry.kind if entry.kind != "variable" else self._kind_of_chain(node, plan.reached)
         if entry.site >= 0 and self._sites[entry.site].remove is not None:
+            cut = self._cut_of(node, plan)
+            if cut >= 0:
+                return Holder(path, kind, plan.cuts[cut].action)
             site = self._sites[entry.site]
             key = self._objs[entry.key]
             return Holder(path, kind, site.action.format(key=key, value=_qualname(self._objs[entry.value])))
@@ -860,12 +984,24 @@ class HolderSearch:
             if not self.releasable(group):
                 continue
             plan = self._plan(group)
+            failed = False
+            for edge, item in plan.cuts.items():
+                marker = (-1, edge)
+                if marker not in done:
+                    try:
+                        _cut_item(self._objs[item.parent], item.keys, self._objs[item.child])
+                        done[marker] = True
+                    except Exception as exc:
+                        done[marker] = False
+                        log.warning("could not do %s: %s", item.action, exc)
+                failed = failed or not done[marker]
             cuts: list[tuple[int, int, int]] = []
             for node in plan.reached:
+                if self._cut_of(node, plan) >= 0:
+                    continue
                 for entry_index in self._entries_of.get(node, ()):
                     entry = self._entries[entry_index]
                     cuts.append((entry.site, entry.key, entry.value))
-            failed = False
             for site_index, key_node, value_node in cuts:
                 marker = (site_index, key_node)
                 if marker not in done:

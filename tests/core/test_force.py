@@ -79,7 +79,7 @@ def test_without_force_the_report_names_holders_and_the_command_and_deletes_noth
 
     (alive,) = report.still_alive
     assert [h.path for h in alive.holders] == ["model", "cache['m']"]
-    assert [h.action for h in alive.holders] == ["del model", "del cache"]
+    assert [h.action for h in alive.holders] == ["del model", "del cache['m']"]
     assert alive.fix == "manager.unload('m', force=True)"
     assert "free it with manager.unload('m', force=True)" in str(report)
     assert set(ns) == {"model", "cache"} and report.removed == {}
@@ -99,12 +99,41 @@ def test_force_removes_the_holders_frees_the_model_and_leaves_the_rest(
     report = manager.unload("m", force=True)
 
     assert ref() is None and report.ok and report.forced
-    assert {h.action for h in report.removed["m"]} == {"del model", "del cache"}
+    assert {h.action for h in report.removed["m"]} == {"del model", "del cache['m']"}
     assert report.freed_bytes == accounted
-    assert set(ns) == {"data", "other"} and all(ns[k] is v for k, v in untouched.items())
+    assert set(ns) == {"cache", "data", "other"} and all(ns[k] is v for k, v in untouched.items())
+    assert ns["cache"] == {"lr": 0.1}
     assert "other" in manager
-    assert "force removed 2 holder(s) of m:\n  - del model\n  - del cache (cache['m'])" in str(report)
-    assert "force removed what held m: del model; del cache (cache['m'])" in report.lines()
+    assert "force removed 2 holder(s) of m:\n  - del model\n  - del cache['m']" in str(report)
+    assert "force removed what held m: del model; del cache['m']" in report.lines()
+
+
+def test_force_cuts_the_item_from_plain_containers_and_keeps_the_containers(
+    manager: ModelManager, ns: dict[str, Any]
+) -> None:
+    metrics = [1, 2]
+    ns["cache"] = {"a": {"m": manager.load("m", "demo:mlp", hidden=16), "lr": 0.1}, "metrics": metrics}
+    ns["layers"] = [0, ns["cache"]["a"]["m"], "tail"]
+    ns["runs"] = [ns["cache"]]  # reaches the model only through cache['a']['m']: untouched
+    ns["trainer"] = types.SimpleNamespace(models=[ns["cache"]["a"]["m"]])  # not plain: the variable goes
+    ref = weakref.ref(ns["cache"]["a"]["m"])
+    cache, layers, runs = ns["cache"], ns["layers"], ns["runs"]
+
+    (alive,) = manager.unload("m").still_alive
+    actions = {h.path: h.action for h in alive.holders}
+    assert actions["cache['a']['m']"] == "del cache['a']['m']"
+    assert actions["layers[1]"] == "layers[1] = None"  # keeps the indices of the items after it
+    assert actions["trainer.models[0]"] == "del trainer"
+
+    report = manager.unload("m", force=True)
+
+    assert ref() is None and report.ok
+    assert {h.action for h in report.removed["m"]} == {"layers[1] = None", "del trainer", "del cache['a']['m']"}
+    assert set(ns) == {"cache", "layers", "runs"}
+    assert ns["cache"] is cache and cache == {"a": {"lr": 0.1}, "metrics": [1, 2]} and cache["metrics"] is metrics
+    assert ns["layers"] is layers and layers == [0, None, "tail"]
+    assert ns["runs"] is runs and runs == [cache]
+    del cache, layers, runs
 
 
 def test_a_model_released_earlier_can_be_forced_by_name_afterwards(manager: ModelManager, ns: dict[str, Any]) -> None:
@@ -139,7 +168,9 @@ def test_cleanup_with_force_frees_every_model(manager: ModelManager, ns: dict[st
     refs = [weakref.ref(model) for model in ns["both"]]
     report = manager.cleanup(force=True)
     assert report.ok and all(ref() is None for ref in refs)
-    assert [h.action for h in report.removed["a"]] == ["del both"] == [h.action for h in report.removed["b"]]
+    assert [h.action for h in report.removed["a"]] == ["both[0] = None"]
+    assert [h.action for h in report.removed["b"]] == ["both[1] = None"]
+    assert ns["both"] == [None, None]
 
 
 def test_a_holder_force_cannot_remove_stops_force_from_deleting_anything(

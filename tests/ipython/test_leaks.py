@@ -114,8 +114,21 @@ def test_aliases_and_containers_are_deleted_only_when_they_lead_to_the_model(she
 
     forced = unload(shell, "m", force=True)
     assert ref() is None
-    assert [h.action for h in forced.removed["m"]] == ["del model", "del alias", "del models"]
-    assert shell.user_ns["lr"] == 0.1
+    assert [h.action for h in forced.removed["m"]] == ["del model", "del alias", "del models['m']"]
+    assert shell.user_ns["lr"] == 0.1 and shell.user_ns["models"] == {}  # the dict itself stays
+
+
+def test_an_echoed_container_keeps_its_output_entry_and_loses_only_the_item(shell: InteractiveShell) -> None:
+    run(shell, "cache = {'m': mgr.load('m', 'demo:mlp', hidden=32), 'k': 1}")
+    run(shell, "cache")  # Out[N], _ and _N now hold the dict too
+    ref = model_ref(shell, "m")
+    echoed = max(shell.user_ns["Out"])  # its number only: a copy of Out here would itself hold the model
+    assert paths(unload(shell, "m"))[0] == "cache['m']"
+
+    forced = unload(shell, "m", force=True)
+    assert ref() is None
+    assert [h.action for h in forced.removed["m"]] == ["del cache['m']"]
+    assert shell.user_ns["cache"] == {"k": 1} and shell.user_ns["Out"][echoed] is shell.user_ns["cache"]
 
 
 def test_an_exception_holds_its_frames_locals_along_the_context_chain(shell: InteractiveShell) -> None:
