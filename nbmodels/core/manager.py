@@ -398,6 +398,14 @@ class ModelManager:
         with self._lock:
             return list(self._pending)
 
+    def survivors(self) -> builtins.list[str]:
+        """Names released earlier that something outside the manager still keeps alive.
+
+        Each can be unloaded again (``unload(name, force=True)`` removes what holds it).
+        """
+        with self._lock:
+            return [name for name, watches in self._survivors.items() if any(w.alive() for w in watches)]
+
     def __contains__(self, name: object) -> bool:
         with self._lock:
             return name in self._entries

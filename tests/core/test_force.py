@@ -141,12 +141,14 @@ def test_a_model_released_earlier_can_be_forced_by_name_afterwards(manager: Mode
     ref = weakref.ref(ns["model"])
     first = manager.unload("m")
     assert first.still_alive and "m" not in manager
+    assert manager.survivors() == ["m"]
 
     again = manager.unload("m")  # still alive: checked again, still nothing deleted
     assert again.released == () and again.rechecked == ("m",) and again.still_alive and "model" in ns
 
     forced = manager.unload("m", force=True)
     assert ref() is None and forced.ok and forced.rechecked == ("m",)
+    assert manager.survivors() == []
     assert sum(forced.freed_bytes.values()) > 0
     with pytest.raises(ModelNotFoundError):
         manager.unload("m")
