@@ -10,18 +10,20 @@ one name call the loader once.
 from __future__ import annotations
 
 import builtins
-import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from nbmodels.core import memory
 from nbmodels.core.devices import normalize_device, normalize_dtype
-from nbmodels.core.refs import Holder, HolderFinder, Site, Watch, default_sites, hunt
-from nbmodels.core.reports import Event, ModelInfo, ModelList, ReleaseReport, StillAlive
+from nbmodels.core.holders.sites import Boundary, HolderFinder, Site, default_sites
+from nbmodels.core.holders.watch import Watch
+from nbmodels.core.release import Released, Request, dry_run, release
+from nbmodels.core.reports import Event, ModelInfo, ModelList, ReleaseReport
 from nbmodels.core.sources import Source, resolve
 from nbmodels.errors import (
     InvalidArgumentError,
@@ -118,6 +120,28 @@ def _check_name(name: Any) -> str:
     return name
 
 
+def _request(force: bool, allow: Sequence[str], dry_run: bool) -> Request:
+    """Check the release options before anything changes."""
+    if isinstance(allow, str):
+        allow = (allow,)
+    allow = tuple(allow)
+    if any(not isinstance(name, str) or not name.strip() for name in allow):
+        raise InvalidArgumentError(
+            f"allow= takes the holders to remove, as shown in the report (e.g. 'pair'): {allow!r}"
+        )
+    if allow and not (force or dry_run):
+        raise InvalidArgumentError("allow= names holders that force may remove; pass force=True (or dry_run=True)")
+    return Request(force=bool(force), allow=allow, dry_run=bool(dry_run))
+
+
+def _released(entry: _Entry) -> Released:
+    """Hand an entry's model over to the release, leaving the entry without it."""
+    item = Released(entry.name, entry.model, entry.on_release)
+    entry.model = None
+    entry._info = None
+    return item
+
+
 def _place(model: Any, device: str | None, dtype: Any) -> Any:
     if device is None and dtype is None:
         return model
@@ -150,7 +174,7 @@ class ModelManager:
         self._subscribers: list[Subscriber] = []
         self._used = False
         self._survivors: dict[str, list[Watch]] = {}  # released, still alive: weak references only
-        self._holder_finders: list[tuple[HolderFinder, bool]] = []
+        self._holder_finders: list[HolderFinder] = []
 
     @classmethod
     def get_instance(cls) -> ModelManager:
@@ -303,7 +327,7 @@ class ModelManager:
     ) -> Any:
         try:
             if previous is not None:
-                report = self._release([previous], pending=())
+                report = self._release([_released(previous)], pending=(), request=Request())
                 self._emit(Event("unloaded", name=name, report=report))
             self._emit(Event("load_started", name=name))
             entry = self._run_loader(name, spec, pin=pin, on_release=on_release)
@@ -447,16 +471,23 @@ class ModelManager:
 
     # --- releasing ------------------------------------------------------------
 
-    def unload(self, name: str, *, force: bool = False) -> ReleaseReport:
+    def unload(
+        self, name: str, *, force: bool = False, allow: Sequence[str] = (), dry_run: bool = False
+    ) -> ReleaseReport:
         """Release one model and report whether its memory really came back.
 
         If something else still holds the model, the report names each holder
-        and the exact command that frees it. ``force=True`` removes those holders
-        (user variables that lead to the model, IPython's output history, the
-        last exception, widget callbacks), but only when that frees the model,
-        and never anything else. A name released earlier that is still alive can
-        be unloaded again, with or without force.
+        and shows the plan of what force would remove: the smallest thing that
+        frees the model (``del cache['m']``, ``history[2] = None``, ``del Out[4]``),
+        never a container or object that also holds anything else. ``force=True``
+        runs exactly that plan; a removal that would take more than the model with
+        it (a tuple, a closure) runs only when its holder is named in ``allow``.
+        ``dry_run=True`` shows what unload and force would do and changes nothing.
+        A name released earlier that is still alive can be unloaded again.
         """
+        request = _request(force, allow, dry_run)
+        if dry_run:
+            return self._dry_run([name], request)
         with self._lock:
             entry = self._entries.pop(name, None)
             survivors = self._survivors.pop(name, [])
@@ -468,25 +499,32 @@ class ModelManager:
             error.message += hint
             raise error
         log.info("unloading %s%s", name, " (force)" if force else "")
-        report = self._release([entry] if entry is not None else [], pending=(), force=force, survivors=survivors)
+        taken = [_released(entry)] if entry is not None else []
+        del entry
+        report = self._release(taken, pending=(), request=request, survivors=survivors)
         self._emit(Event("unloaded", name=name, report=report))
         return report
 
-    def cleanup(self, *, force: bool = False) -> ReleaseReport:
+    def cleanup(self, *, force: bool = False, allow: Sequence[str] = (), dry_run: bool = False) -> ReleaseReport:
         """Release every model. Idempotent; one model's failure never stops the others.
 
         Loads still in flight finish normally and are listed as pending. Models
-        released earlier but still alive are checked again; ``force=True``
-        removes what holds them, as for :meth:`unload`.
+        released earlier but still alive are checked again; ``force`` and
+        ``allow`` work as for :meth:`unload`, and ``dry_run`` changes nothing.
         """
+        request = _request(force, allow, dry_run)
+        if dry_run:
+            with self._lock:
+                names = [*self._entries, *self._survivors]
+            return self._dry_run(names, request)
         with self._lock:
-            entries = list(self._entries.values())
+            taken = [_released(entry) for entry in self._entries.values()]
             self._entries.clear()
             survivors = [watch for watches in self._survivors.values() for watch in watches]
             self._survivors.clear()
             pending = tuple(self._pending)
-        log.info("cleanup: releasing %d model(s)%s", len(entries), f", {len(pending)} still loading" if pending else "")
-        report = self._release(entries, pending=pending, force=force, survivors=survivors)
+        log.info("cleanup: releasing %d model(s)%s", len(taken), f", {len(pending)} still loading" if pending else "")
+        report = self._release(taken, pending=pending, request=request, survivors=survivors)
         for line in report.lines():
             log.info("cleanup: %s", line)
         self._emit(Event("cleanup", report=report))
@@ -495,125 +533,88 @@ class ModelManager:
     def add_holder_finder(self, finder: HolderFinder) -> Callable[[], None]:
         """Teach the holder search more places that can hold a model; returns a function that undoes it.
 
-        ``finder()`` returns :class:`nbmodels.core.refs.Site` objects (a namespace,
-        an output history, a callback list: what its entries are called and how
-        force removes one). It is called only when a released model survived.
-        A finder whose ``magics`` attribute is true says the IPython magics are
-        there, so reports suggest ``%unload_model X --force``.
+        ``finder()`` returns :class:`nbmodels.core.holders.Site` objects (a
+        namespace, an output history, a callback list: how its entries are
+        called and how force removes one) and :class:`~nbmodels.core.holders.Boundary`
+        objects the search must not enter. It is called only when a released
+        model survived. A finder with ``fix_command(name, allow)`` supplies the
+        command its front end uses to force a release (``%unload_model X --force``).
         """
-        return self._add_to(self._holder_finders, (finder, bool(getattr(finder, "magics", False))))
+        return self._add_to(self._holder_finders, finder)
 
-    def _sites(self) -> builtins.list[Site]:
-        """Where the holder search may name (and force may remove) holders, as of now."""
-        sites = default_sites()
+    def _places(self) -> builtins.list[Site | Boundary]:
+        """Where the holder search starts (and what it never enters), as of now."""
+        places: builtins.list[Site | Boundary] = [*default_sites(), Boundary(self)]
         with self._lock:
-            finders = [finder for finder, _ in self._holder_finders]
-            live = list(self._entries.values())
-        for entry in live:
-            label = f"the loaded model {entry.name!r}".replace("{", "{{").replace("}", "}}")
-            reason = f"the loaded model {entry.name!r} shares it; unload that one too"
-            sites.append(Site(entry, label=label, kind="model", keys=frozenset({"model"}), reason=reason))
+            finders = list(self._holder_finders)
         for finder in finders:
             try:
-                sites.extend(finder())
+                places.extend(finder())
             except Exception:
-                log.exception("a holder finder failed; the search goes on without it")
-        return sites
+                # the text of the traceback, not the traceback: its frames would keep the search's locals alive
+                log.error("a holder finder failed; the search goes on without it\n%s", traceback.format_exc())
+        return places
 
-    def _fix_command(self, name: str) -> str:
+    def _loaded_models(self) -> builtins.list[tuple[str, Any]]:
+        """Every loaded model by name: the search never cuts them, and they block a release they share."""
         with self._lock:
-            magics = any(flag for _, flag in self._holder_finders)
-        if magics:
-            return f"%unload_model {name} --force"
+            return [(entry.name, entry.model) for entry in self._entries.values()]
+
+    def _fix_command(self, name: str, allow: Sequence[str]) -> str:
+        """The command that forces the release of ``name``: the front end's own, or the API call."""
+        with self._lock:
+            finders = list(self._holder_finders)
+        for finder in finders:
+            command = getattr(finder, "fix_command", None)
+            if callable(command):
+                return str(command(name, tuple(allow)))
         owner = "nbmodels.get_manager()" if self is ModelManager._instance else "manager"
-        return f"{owner}.unload({name!r}, force=True)"
+        extra = f", allow={tuple(allow)!r}" if allow else ""
+        return f"{owner}.unload({name!r}, force=True{extra})"
 
     def _release(
         self,
-        entries: builtins.list[_Entry],
+        taken: builtins.list[Released],
         *,
         pending: tuple[str, ...],
-        force: bool = False,
+        request: Request,
         survivors: builtins.list[Watch] | None = None,
     ) -> ReleaseReport:
-        """Drop our references, then check with weak references what really went away.
-
-        When every model died on the drop (the common case) there is no gc pass
-        and no holder search. Otherwise a gc pass clears reference cycles, and
-        whatever survives that is held from outside: the holder search names
-        each holder and, with ``force``, removes them and checks again.
-        ``survivors`` are models released earlier that were still alive then.
-        """
+        """Release ``taken`` (see :mod:`nbmodels.core.release`) and remember what stayed alive."""
         with self._release_lock:
-            started = time.perf_counter()
-            rss_before = memory.process_rss()
-            cuda_before = memory.cuda_allocated()
-            errors: dict[str, str] = {}
-            watches: builtins.list[Watch] = list(survivors or ())
-            rechecked = tuple(watch.name for watch in watches)
-            for entry in entries:
-                try:
-                    watches.append(Watch(entry.name, entry.model, entry.footprint))
-                    if entry.on_release is not None:
-                        entry.on_release(entry.model)
-                except Exception as exc:
-                    errors[entry.name] = f"{type(exc).__name__}: {exc}"
-                    log.warning("releasing %s: %s", entry.name, errors[entry.name])
-                finally:
-                    entry.model = None
-                    entry._info = None
-            entries = []  # drop the last strong references to the entries themselves
-            gc_collected = False
-            if any(watch.alive() for watch in watches):
-                gc.collect()
-                gc_collected = True
-            alive = [watch for watch in watches if watch.alive()]
-            found = hunt([watch.survivors for watch in alive], self._sites, force=force) if alive else None
-            cuda_emptied = memory.empty_cuda_cache()
-            freed: dict[str, int] = {}
-            still_alive: builtins.list[StillAlive] = []
-            removed: dict[str, tuple[Holder, ...]] = {}
-            kept: builtins.list[Watch] = []
-            for watch in watches:
-                index = alive.index(watch) if watch in alive else -1
-                if found is not None and index >= 0 and found.removed[index]:
-                    removed[watch.name] = removed.get(watch.name, ()) + found.removed[index]
-                if watch.alive():
-                    kept.append(watch)
-                    holders = found.holders[index] if found is not None and index >= 0 else ()
-                    blocked = found.blocked[index] if found is not None and index >= 0 else ""
-                    fix = self._fix_command(watch.name) if holders and not blocked and not force else ""
-                    still_alive.append(StillAlive(watch.name, holders, fix=fix, blocked=blocked, what=watch.what()))
-                    continue
-                for device, nbytes in watch.footprint.bytes_by_device.items():
-                    freed[device] = freed.get(device, 0) + nbytes
-            if kept:
-                with self._lock:
-                    for watch in kept:
-                        self._survivors.setdefault(watch.name, []).append(watch)
-            if freed:
-                memory.trim_heap()
-            report = ReleaseReport(
-                released=tuple(watch.name for watch in watches[len(rechecked) :]),
-                freed_bytes=freed,
-                rss_before=rss_before,
-                rss_after=memory.process_rss(),
-                cuda_allocated_before=cuda_before,
-                cuda_allocated_after=memory.cuda_allocated(),
-                still_alive=tuple(still_alive),
-                errors=errors,
-                seconds=time.perf_counter() - started,
-                gc_collected=gc_collected,
-                cuda_cache_emptied=cuda_emptied,
+            report, alive = release(
+                taken,
+                survivors or [],
+                request=request,
+                places=self._places,
+                loaded=self._loaded_models,
+                fix=self._fix_command,
                 pending=pending,
-                forced=force,
-                removed=removed,
-                rechecked=rechecked,
-                hunt_seconds=found.seconds if found is not None else 0.0,
             )
-        for survivor in report.still_alive:
-            log.warning("%s", survivor.describe())
+            if alive:
+                with self._lock:
+                    for watch in alive:
+                        self._survivors.setdefault(watch.name, []).append(watch)
         return report
+
+    def _dry_run(self, names: builtins.list[str], request: Request) -> ReleaseReport:
+        """What unloading ``names`` (with force) would do; changes nothing."""
+        with self._lock:
+            entries = [self._entries[n] for n in names if n in self._entries]
+            survivors = [w for n in names for w in self._survivors.get(n, [])]
+            missing = [n for n in names if n not in self._entries and n not in self._survivors]
+            known = list(self._entries)
+        if missing:
+            raise ModelNotFoundError(missing[0], known)
+        with self._release_lock:
+            return dry_run(
+                entries,
+                survivors,
+                places=self._places,
+                loaded=lambda: [pair for pair in self._loaded_models() if pair[0] not in names],
+                fix=self._fix_command,
+                allow=request.allow,
+            )
 
     # --- events ---------------------------------------------------------------
 
@@ -640,7 +641,11 @@ class ModelManager:
             try:
                 callback(event)
             except Exception:
-                log.exception("an nbmodels event subscriber failed on %s; the manager carries on", event.kind)
+                log.error(
+                    "an nbmodels event subscriber failed on %s; the manager carries on\n%s",
+                    event.kind,
+                    traceback.format_exc(),
+                )
 
 
 def get_manager() -> ModelManager:

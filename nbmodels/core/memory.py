@@ -69,7 +69,7 @@ def _tensors_of(obj: Any) -> Iterator[Any]:
                 yield from item.buffers()
 
 
-def _dense_parts(tensor: Any) -> list[Any]:
+def dense_parts(tensor: Any) -> list[Any]:
     """The strided tensors that hold ``tensor``'s memory: itself, or a sparse tensor's indices and values."""
     layout = str(tensor.layout).removeprefix("torch.")
     if layout == "sparse_coo":
@@ -103,7 +103,7 @@ def footprint(obj: Any) -> Footprint:
         if tensor.device.type == "meta":
             storages.setdefault((device, id(tensor)), 0)
             continue
-        for part in _dense_parts(tensor):
+        for part in dense_parts(tensor):
             storage = part.untyped_storage()
             storages[(device, storage.data_ptr())] = storage.nbytes()
     by_device: dict[str, int] = {}

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nbmodels.core.holders.records import Action, Holder, RemovalPlan
 from nbmodels.core.memory import format_bytes
-from nbmodels.core.refs import Holder
 
 
 def _text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -106,61 +106,72 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class StillAlive:
-    """A released model that something outside the manager still holds, and how to free it.
+    """A released model that something outside the manager still holds, and what force would do about it.
 
-    ``holders`` name each holder in the user's words with what ``force`` does
-    about it; ``fix`` is the exact command that would free the model (empty when
-    force cannot, and then ``blocked`` says why). ``what`` says what survived:
-    the model itself, or only its tensors (held by an optimizer or an autograd
-    graph after the model object died).
+    ``plan`` is the :class:`RemovalPlan` (detached: text only) of every holder
+    force would cut, what needs the user to name it, and what blocks it. ``fix``
+    is the exact command that frees the model (empty when something blocks it).
+    ``what`` says what survived: the model itself, or some of its storages (held
+    by a ``state_dict()``, a view, an optimizer, an autograd graph).
     """
 
     name: str
-    holders: tuple[Holder, ...]
+    plan: RemovalPlan
     fix: str = ""
-    blocked: str = ""
     what: str = "the model"
 
+    @property
+    def holders(self) -> tuple[Holder, ...]:
+        """Every holder as a flat record (path, kind, what force does or why it cannot)."""
+        return self.plan.holders()
+
+    @property
+    def blocked(self) -> str:
+        """Why force cannot free it (the first blocker), or empty."""
+        return self.plan.blockers[0].line() if self.plan.blockers else ""
+
     def _subject(self) -> str:
-        return self.name if self.what == "the model" else f"{self.name} ({self.what})"
+        return self.name if self.what.startswith("the model") else f"{self.name} ({self.what})"
 
     def _remedy(self) -> str:
-        if self.fix:
-            return f"free it with {self.fix}"
-        return f"force cannot free it: {self.blocked}" if self.blocked else ""
+        if self.blocked:
+            return f"force cannot free it: {self.blocked}"
+        waiting = [a.holder for a in self.plan.waiting_for()]
+        if self.fix and waiting:
+            return f"force also removes {', '.join(waiting)} only if you name them: {self.fix}"
+        return f"free it with {self.fix}" if self.fix else ""
 
     def describe(self) -> str:
         """One line: who holds it and the command that frees it."""
-        held = "; ".join(str(h) for h in self.holders) if self.holders else "a holder outside Python's view"
+        held = "; ".join(h.path for h in self.holders) or "a holder outside Python's view"
         remedy = self._remedy()
         return f"{self._subject()} is still alive, held by: {held}" + (f"; {remedy}" if remedy else "")
 
     def detailed_lines(self) -> list[str]:
-        """A heading, one line per holder, then the remedy: the multi-line form of :meth:`describe`."""
-        if not self.holders:
-            return [self.describe()]
+        """A heading, the plan (one line per action and blocker), then the remedy."""
         lines = [f"{self._subject()} is still alive, held by {len(self.holders)} reference(s):"]
-        lines += [f"  - {line}" for line in self.details()]
+        lines += [f"  {line}" for line in self.plan.lines()]
         remedy = self._remedy()
         return lines + ([f"  {remedy}"] if remedy else [])
 
     def details(self) -> list[str]:
         """One line per holder: its path, its kind and what force does (or why it cannot)."""
-        return [h.describe() if isinstance(h, Holder) else str(h) for h in self.holders]
+        return [h.describe() for h in self.holders]
 
     def _html(self) -> str:
-        rows = []
-        for h in self.holders:
-            if isinstance(h, Holder):
-                rows.append([h.path, h.kind, h.action or f"cannot: {h.reason}"])
-            else:
-                rows.append([str(h), "", ""])
-        return _html_table(("holder", "kind", "force"), rows)
+        return self.plan._repr_html_()
 
 
 @dataclass(frozen=True)
 class ReleaseReport:
-    """What an unload or cleanup did: names released, bytes accounted and measured, survivors."""
+    """What an unload or cleanup did: names released, bytes that really came back, survivors.
+
+    ``freed_bytes`` counts only storages that died (measured at release time,
+    whatever the model became after loading); ``rss_before``/``rss_after`` and
+    the CUDA readings are measurements. ``removed`` lists what force did, per
+    model; a dry run (``dry_run``) changes nothing and shows, in
+    ``still_alive``, what force would do.
+    """
 
     released: tuple[str, ...]
     freed_bytes: dict[str, int] = field(hash=False)
@@ -175,9 +186,11 @@ class ReleaseReport:
     cuda_cache_emptied: bool
     pending: tuple[str, ...] = ()
     forced: bool = False
-    removed: dict[str, tuple[Holder, ...]] = field(default_factory=dict, hash=False)
+    removed: dict[str, tuple[Action, ...]] = field(default_factory=dict, hash=False)
     rechecked: tuple[str, ...] = ()
     hunt_seconds: float = 0.0
+    dry_run: bool = False
+    would_free: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -196,27 +209,28 @@ class ReleaseReport:
     @property
     def removed_total(self) -> int:
         """How many holders force removed."""
-        return sum(len(holders) for holders in self.removed.values())
+        return sum(len(actions) for actions in self.removed.values())
 
     def lines(self, *, detail: bool = False) -> list[str]:
-        """The report as lines; ``detail`` adds one line per holder of each model still alive."""
-        if not self.released and not self.errors:
-            head = "nothing to release"
+        """The report as lines; ``detail`` adds the plan (one line per holder) of each model still alive."""
+        if self.dry_run:
+            lines = ["dry run: nothing was released or removed"]
+            lines += [f"unloading {name} would free it at once" for name in self.would_free]
+        elif not self.released and not self.errors:
+            lines = ["nothing to release"]
         else:
-            head = f"released {len(self.released)} model(s): {', '.join(self.released) or '-'}"
-        lines = [head]
+            lines = [f"released {len(self.released)} model(s): {', '.join(self.released) or '-'}"]
         if self.rechecked:
             lines.append(f"checked again (released before, still alive then): {', '.join(self.rechecked)}")
-        for name, holders in sorted(self.removed.items()):
-            done = [h.action if h.path in h.action else f"{h.action} ({h.path})" for h in holders]
+        for name, actions in sorted(self.removed.items()):
             if detail:
-                lines.append(f"force removed {len(done)} holder(s) of {name}:")
-                lines += [f"  - {action}" for action in done]
+                lines.append(f"force removed {len(actions)} holder(s) of {name}:")
+                lines += [f"  - {action.line()}" for action in actions]
             else:
-                lines.append(f"force removed what held {name}: {'; '.join(done)}")
-        if self.released or self.freed_bytes:
+                lines.append(f"force removed what held {name}: {'; '.join(a.text() for a in actions)}")
+        if not self.dry_run and (self.released or self.freed_bytes):
             freed = ", ".join(f"{d} {format_bytes(n)}" for d, n in sorted(self.freed_bytes.items())) or "0 B"
-            lines.append(f"freed (accounted): {freed}")
+            lines.append(f"freed (storages that died): {freed}")
             measured = [f"RSS {format_bytes(self.rss_before)} -> {format_bytes(self.rss_after)}"]
             for device, after in sorted(self.cuda_allocated_after.items()):
                 before = self.cuda_allocated_before.get(device, 0)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import inspect
 import keyword
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -188,13 +187,12 @@ class NBModelsMagics(Magics):
             return f"no model or registration named {name!r}{hint}; give a source, e.g. %load_model {name} demo:mlp"
         return f"no model named {name!r} is loaded ({', '.join(loaded) if loaded else 'nothing is loaded'})"
 
-    def _force(self, magic: str, method: Callable[..., Any], force: bool) -> dict[str, bool]:
-        """``{'force': True}`` when asked for, and only then (older managers have no ``force``)."""
-        if not force:
-            return {}
-        if "force" not in inspect.signature(method).parameters:
-            _usage(magic, "--force needs the leak hunter, which this version of nbmodels lacks")
-        return {"force": True}
+    @staticmethod
+    def _release_options(magic: str, args: argparse.Namespace) -> dict[str, Any]:
+        """``force``, ``allow`` and ``dry_run`` for the manager; ``--allow`` means nothing without force."""
+        if args.allow and not (args.force or args.dry_run):
+            _usage(magic, "--allow names holders that force may remove; add --force (or --dry-run to see the plan)")
+        return {"force": args.force, "allow": tuple(args.allow), "dry_run": args.dry_run}
 
     def _show_report(self, report: ReleaseReport) -> None:
         display(report)
@@ -315,29 +313,53 @@ class NBModelsMagics(Magics):
     @line_magic
     @magic_arguments()
     @argument("name", help="a loaded model")
-    @argument("--force", action="store_true", help="also remove what still holds the model (the leak hunter)")
+    @argument(
+        "--force",
+        action="store_true",
+        help="also remove what still holds the model: the smallest thing that frees it, as the report shows",
+    )
+    @argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="HOLDER",
+        help="a holder force may remove although it holds more than the model (a tuple, a closure), as named in the "
+        "report; repeat for several",
+    )
+    @argument("--dry-run", action="store_true", help="show what unload (and --force) would do; change nothing")
     def unload_model(self, line: str) -> ReleaseReport:
         """Release one model and show whether its memory really came back (a ReleaseReport).
 
-        A model that something else still holds is listed with its holders.
+        A model that something else still holds is listed with its holders and
+        the plan of what ``--force`` would remove (``del cache['m']``,
+        ``history[2] = None``, ``del Out[4]``): never a container or object that
+        also holds anything else, unless named with ``--allow``.
         """
         args = parse_line(self.unload_model, "unload_model", line)
         manager = self.manager
-        force = self._force("unload_model", manager.unload, args.force)
-        report = self._call("unload_model", lambda: manager.unload(args.name, **force), name=args.name)
+        options = self._release_options("unload_model", args)
+        report = self._call("unload_model", lambda: manager.unload(args.name, **options), name=args.name)
         self._show_report(report)
         return report
 
     @line_magic
     @magic_arguments()
-    @argument("--force", action="store_true", help="also remove what still holds the models (the leak hunter)")
+    @argument("--force", action="store_true", help="also remove what still holds the models, as the report shows")
+    @argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="HOLDER",
+        help="a holder force may remove although it holds more than a model, as named in the report",
+    )
+    @argument("--dry-run", action="store_true", help="show what cleanup (and --force) would do; change nothing")
     @argument("--quiet", action="store_true", help="show the report only when something was not freed")
     def model_cleanup(self, line: str) -> ReleaseReport:
         """Release every model and show what came back (a ReleaseReport). Safe to run twice."""
         args = parse_line(self.model_cleanup, "model_cleanup", line)
         manager = self.manager
-        force = self._force("model_cleanup", manager.cleanup, args.force)
-        report = self._call("model_cleanup", lambda: manager.cleanup(**force))
+        options = self._release_options("model_cleanup", args)
+        report = self._call("model_cleanup", lambda: manager.cleanup(**options))
         if args.quiet and report.ok:
             self.echo.shown(report)
         else:

@@ -1,4 +1,4 @@
-"""IPython's hidden holders, named for the leak hunter, and how force removes them.
+"""IPython's hidden holders, as sites for the holder search, and how force removes their entries.
 
 IPython keeps results and errors in places a user never assigned: the output
 history (``Out[7]``, ``_7``, ``_``, ``__``, ``___``, each also copied into
@@ -6,30 +6,33 @@ history (``Out[7]``, ``_7``, ``_``, ``__``, ``___``, each also copied into
 last cell's result, the last exception (``sys.last_*``, ``InteractiveTB.tb``)
 and the debugger ``%debug`` leaves behind (``InteractiveTB.pdb``). Widget
 callbacks hold what their closures captured. :class:`IPythonHolders` names
-these places as sites for the core search (``nbmodels.core.refs``); force
-then removes exactly the entries that lead to a released model.
+these places as sites for the core search (``nbmodels.core.holders``).
 
+Force cuts *entries* of these places (``del Out[4]``, ``del _4``,
+``displayhook._ = None``), never the places themselves: ``Out``, ``_oh`` and
+``user_ns_hidden`` stay, with every entry that does not lead to the model.
 This is ``InteractiveShell.del_var``'s idea (delete by identity from every
 namespace, ``Out``, the last execution result and the display hook) with its
-gaps closed: entries that hold the model inside a container, the hidden
-``user_ns_hidden['_']`` that even ``%reset -f out`` leaves, tracebacks,
-``%debug`` and widget callbacks.
+gaps closed: the hidden ``user_ns_hidden['_']`` that even ``%reset -f out``
+leaves, tracebacks, ``%debug`` and widget callbacks.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from nbmodels.core.holders import Boundary, HolderKind, Site, remove_item, remove_key, set_none
 from nbmodels.core.manager import ModelManager, get_manager
-from nbmodels.core.refs import HolderKind, Site, remove_item, remove_key, set_none
 
 _OUTPUT = re.compile(r"_\d+|_{1,3}")
 _RESULT_KEYS = frozenset({"result", "error_in_exec", "error_before_exec"})
 _DISPLAYHOOK_KEYS = frozenset({"_", "__", "___"})
 _TRACEBACK_KEYS = frozenset({"tb", "pdb"})
+_SHELL = "get_ipython()"
 
 
 def _escape(text: str) -> str:
@@ -43,40 +46,51 @@ class IPythonHolders:
     survived); returns fresh sites every time, so it sees the shell as it is now.
     """
 
-    magics = True  # the shell has the nbmodels magics: reports suggest %unload_model X --force
-
     def __init__(self, shell: Any) -> None:
         self.shell = shell
 
-    def __call__(self) -> list[Site]:
+    def __call__(self) -> list[Site | Boundary]:
         shell = self.shell
-        sites = self._namespaces(shell)
-        sites += self._results(shell)
-        sites += self._errors(shell)
-        sites += _widget_callbacks(shell.user_ns)
-        return sites
+        places: list[Site | Boundary] = [Boundary(shell)]
+        places += self._namespaces(shell)
+        places += self._results(shell)
+        places += self._errors(shell)
+        places += _widget_callbacks(shell.user_ns)
+        return places
+
+    @staticmethod
+    def fix_command(name: str, allow: Sequence[str] = ()) -> str:
+        """``%unload_model NAME --force``, with ``--allow HOLDER`` for each holder that needs naming."""
+        extra = "".join(f" --allow {shlex.quote(holder)}" for holder in allow)
+        return f"%unload_model {shlex.quote(name)} --force{extra}"
 
     @staticmethod
     def _namespaces(shell: Any) -> list[Site]:
         user_ns: dict[str, Any] = shell.user_ns
         hidden: dict[str, Any] = shell.user_ns_hidden
-        outputs: dict[str, tuple[str, HolderKind]] = {}
-        for key in list(user_ns):
-            if _OUTPUT.fullmatch(key) and key in hidden and hidden[key] is user_ns[key]:
-                outputs[key] = (key, "output")
+        outputs = frozenset(key for key in list(user_ns) if _OUTPUT.fullmatch(key))
+        # IPython's own names (In, Out, _oh, get_ipython, exit...): the same object in user_ns_hidden
+        own = frozenset(
+            key for key in list(hidden) if key not in outputs and key in user_ns and user_ns[key] is hidden[key]
+        )
         sites = [
-            Site(user_ns, remove=remove_key, action="del {key}", special=outputs),
+            Site(
+                user_ns,
+                remove=remove_key,
+                command="del {key}",
+                special={key: (key, "output") for key in outputs},
+                unit_keys=outputs,
+                skip=own | {"__builtins__"},
+            ),
             Site(
                 hidden,
                 label="{key} (IPython's hidden copy in user_ns_hidden)",
-                kind="variable",
+                kind="output",
                 remove=remove_key,
-                action="del user_ns_hidden[{key!r}]",
-                special={
-                    k: (f"{k} (IPython's hidden copy in user_ns_hidden)", "output")
-                    for k in hidden
-                    if _OUTPUT.fullmatch(k)
-                },
+                command=f"del {_SHELL}.user_ns_hidden[{{key!r}}]",
+                expr=f"{_SHELL}.user_ns_hidden[{{key!r}}]",
+                unit=True,
+                skip=frozenset(key for key in list(hidden) if not _OUTPUT.fullmatch(key)),
             ),
         ]
         history = getattr(shell, "history_manager", None)
@@ -84,7 +98,17 @@ class IPythonHolders:
         if out is None:
             out = user_ns.get("_oh")
         if isinstance(out, dict):
-            sites.append(Site(out, label="Out[{key}]", kind="output", remove=remove_key, action="del Out[{key}]"))
+            sites.append(
+                Site(
+                    out,
+                    label="Out[{key}]",
+                    kind="output",
+                    remove=remove_key,
+                    command="del Out[{key}]",
+                    expr="Out[{key}]",
+                    unit=True,
+                )
+            )
         for module in list(getattr(shell, "_main_mod_cache", {}).values()):
             namespace = getattr(module, "__dict__", None)
             if isinstance(namespace, dict) and namespace is not user_ns:
@@ -94,7 +118,8 @@ class IPythonHolders:
                         namespace,
                         label="{key} (a variable of %run " + where + ")",
                         remove=remove_key,
-                        action="del {key} (in the namespace of %run " + where + ")",
+                        expr="",
+                        skip=frozenset({"__builtins__"}),
                     )
                 )
         return sites
@@ -110,29 +135,34 @@ class IPythonHolders:
                     label="{key} (kept by IPython's display hook)",
                     kind="output",
                     remove=set_none,
-                    action="get_ipython().displayhook.{key} = None",
+                    command=f"{_SHELL}.displayhook.{{key}} = None",
+                    expr=f"{_SHELL}.displayhook.{{key}}",
                     keys=_DISPLAYHOOK_KEYS,
+                    unit=True,
                 )
             )
         seen: set[int] = set()
-        for result in (getattr(shell, "last_execution_result", None), getattr(displayhook, "exec_result", None)):
+        for owner, result in (
+            ("last_execution_result", getattr(shell, "last_execution_result", None)),
+            ("displayhook.exec_result", getattr(displayhook, "exec_result", None)),
+        ):
             if result is None or id(result) in seen:
                 continue
             seen.add(id(result))
+            error: tuple[str, HolderKind] = (f"{owner}.{{key}} (the last cell's error)", "exception")
             sites.append(
                 Site(
                     result,
-                    label="last_execution_result.{key} (what IPython keeps of the last cell)",
+                    label=f"{owner}.{{key}} (what IPython keeps of the last cell)",
                     kind="output",
                     remove=set_none,
-                    action="last_execution_result.{key} = None",
+                    command=f"{_SHELL}.{owner}.{{key}} = None",
+                    expr=f"{_SHELL}.{owner}.{{key}}",
                     keys=_RESULT_KEYS,
+                    unit=True,
                     special={
-                        "error_in_exec": ("last_execution_result.error_in_exec (the last cell's error)", "exception"),
-                        "error_before_exec": (
-                            "last_execution_result.error_before_exec (the last cell's error)",
-                            "exception",
-                        ),
+                        "error_in_exec": (error[0].format(key="error_in_exec"), "exception"),
+                        "error_before_exec": (error[0].format(key="error_before_exec"), "exception"),
                     },
                 )
             )
@@ -140,22 +170,23 @@ class IPythonHolders:
 
     @staticmethod
     def _errors(shell: Any) -> list[Site]:
-        sites = []
         handler = getattr(shell, "InteractiveTB", None)
-        if handler is not None:
-            sites.append(
-                Site(
-                    handler,
-                    remove=set_none,
-                    action="get_ipython().InteractiveTB.{key} = None",
-                    keys=_TRACEBACK_KEYS,
-                    special={
-                        "tb": ("InteractiveTB.tb (the traceback IPython keeps for %debug)", "exception"),
-                        "pdb": ("InteractiveTB.pdb (the debugger %debug left behind)", "debugger"),
-                    },
-                )
+        if handler is None:
+            return []
+        return [
+            Site(
+                handler,
+                remove=set_none,
+                command=f"{_SHELL}.InteractiveTB.{{key}} = None",
+                expr=f"{_SHELL}.InteractiveTB.{{key}}",
+                keys=_TRACEBACK_KEYS,
+                unit=True,
+                special={
+                    "tb": ("InteractiveTB.tb (the traceback IPython keeps for %debug)", "exception"),
+                    "pdb": ("InteractiveTB.pdb (the debugger %debug left behind)", "debugger"),
+                },
             )
-        return sites
+        ]
 
 
 _DISPATCHERS = {
@@ -170,8 +201,9 @@ def _widget_callbacks(user_ns: dict[str, Any]) -> list[Site]:
     """Every callback list of every live widget, named after the widget's variable where it has one.
 
     The entry to remove is the callback, what ``button.on_click(f, remove=True)``
-    and ``widget.unobserve(f)`` do: the widget itself stays, and what holds the
-    widget (its variable, the widget registry, the comm) no longer matters.
+    and ``widget.unobserve(f)`` do: the widget itself stays. The command is
+    offered only when both the widget and the callback have notebook names;
+    otherwise the report says it in words and force does it.
     """
     module = sys.modules.get("ipywidgets.widgets.widget")
     if module is None:
@@ -180,23 +212,23 @@ def _widget_callbacks(user_ns: dict[str, Any]) -> list[Site]:
     dispatcher_class = getattr(module, "CallbackDispatcher", None)
     if not isinstance(instances, dict) or dispatcher_class is None or not instances:
         return []
-    names = {id(v): k for k, v in list(user_ns.items()) if not k.startswith("_")}
+    names = {id(v): k for k, v in list(user_ns.items()) if not k.startswith("_") and k.isidentifier()}
     sites: list[Site] = []
     for widget in list(instances.values()):
         variable = names.get(id(widget))
-        who = _escape(variable or f"a {type(widget).__name__} widget")
-        registry = f"ipywidgets.widgets.widget._instances[{_escape(repr(getattr(widget, 'model_id', '?')))}]"
-        call = _escape(variable) if variable else registry
+        who = _escape(variable or f"a {type(widget).__name__} widget with no variable")
         for attribute, value in list(vars(widget).items()):
             if isinstance(value, dispatcher_class):
                 method = _DISPATCHERS.get(attribute, attribute)
                 sites.append(
                     Site(
                         value.callbacks,
-                        label=f"{method} callback {{key}} of {who}",
+                        label=f"the {method} callback #{{key}} of {who}",
                         kind="callback",
                         remove=remove_item,
-                        action=f"{call}.{method}({{value}}, remove=True)",
+                        command=f"{variable}.{method}({{value}}, remove=True)" if variable else "",
+                        expr="",
+                        unit=True,
                     )
                 )
         notifiers = getattr(widget, "_trait_notifiers", None)
@@ -207,10 +239,12 @@ def _widget_callbacks(user_ns: dict[str, Any]) -> list[Site]:
                     sites.append(
                         Site(
                             handlers,
-                            label=f"observer {{key}} of {who}.{_escape(str(trait))}",
+                            label=f"the observer #{{key}} of {who}.{_escape(str(trait))}",
                             kind="callback",
                             remove=remove_item,
-                            action=f"{call}.unobserve({{value}}, names={trait_text})",
+                            command=f"{variable}.unobserve({{value}}, names={trait_text})" if variable else "",
+                            expr="",
+                            unit=True,
                         )
                     )
     return sites

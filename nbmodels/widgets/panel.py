@@ -9,7 +9,6 @@ another panel shows up without a refresh. Every widget update goes through
 
 from __future__ import annotations
 
-import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -308,13 +307,8 @@ class ModelPanel:
 
     def cleanup(self) -> None:
         """Release every model; with the force box ticked, ``cleanup(force=True)``."""
-        cleanup = self._manager.cleanup
-        options = {"force": True} if self.force.value else {}
-        if options and "force" not in inspect.signature(cleanup).parameters:
-            self.refresh("force needs the leak hunter, which this version of nbmodels lacks", "error")
-            return
         try:
-            cleanup(**options)
+            self._manager.cleanup(force=bool(self.force.value))
         except Exception as exc:
             self.refresh(str(exc), "error")
 

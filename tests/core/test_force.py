@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from nbmodels.core import ModelManager
-from nbmodels.core.refs import Site, remove_key
-from nbmodels.errors import ModelNotFoundError
+from nbmodels.core.holders import Site, remove_key
+from nbmodels.errors import InvalidArgumentError, ModelNotFoundError
 
 NAME = "nbmodels_test_force_module"
 
@@ -34,7 +34,7 @@ class Namespace:
 
     def __call__(self) -> list[Site]:
         self.calls += 1
-        return [Site(self.ns, remove=remove_key, action="del {key}")]
+        return [Site(self.ns, remove=remove_key, command="del {key}")]
 
 
 @pytest.fixture
@@ -69,71 +69,101 @@ def test_an_unload_nothing_else_holds_does_no_search_and_no_gc_pass(manager: Mod
     assert not report.gc_collected and report.hunt_seconds == 0.0 and finder.calls == 0
 
 
-def test_without_force_the_report_names_holders_and_the_command_and_deletes_nothing(
-    manager: ModelManager, ns: dict[str, Any]
-) -> None:
+def test_without_force_the_report_shows_the_plan_and_deletes_nothing(manager: ModelManager, ns: dict[str, Any]) -> None:
     ns["model"] = manager.load("m", "demo:mlp", hidden=16)
-    ns["cache"] = {"m": ns["model"]}
+    ns["cache"] = {"m": ns["model"], "lr": 0.1}
 
     report = manager.unload("m")
 
     (alive,) = report.still_alive
-    assert [h.path for h in alive.holders] == ["model", "cache['m']"]
-    assert [h.action for h in alive.holders] == ["del model", "del cache['m']"]
+    assert [(h.path, h.action) for h in alive.holders] == [("model", "del model"), ("cache['m']", "del cache['m']")]
     assert alive.fix == "manager.unload('m', force=True)"
-    assert "free it with manager.unload('m', force=True)" in str(report)
-    assert set(ns) == {"model", "cache"} and report.removed == {}
+    text = str(report)
+    assert "force would:\n    - del model  (model holds the model)" in text
+    assert "free it with manager.unload('m', force=True)" in text
+    assert set(ns) == {"model", "cache"} and ns["cache"]["m"] is ns["model"] and report.removed == {}
+    assert not report.gc_collected  # held by a variable: no gc pass was needed to know it
 
 
-def test_force_removes_the_holders_frees_the_model_and_leaves_the_rest(
-    manager: ModelManager, ns: dict[str, Any]
-) -> None:
+def test_force_runs_exactly_the_plan_the_report_showed(manager: ModelManager, ns: dict[str, Any]) -> None:
     ns["model"] = manager.load("m", "demo:mlp", hidden=16)
     ns["cache"] = {"m": ns["model"], "lr": 0.1}
     ns["data"] = [1, 2, 3]
     ns["other"] = manager.load("other", "demo:mlp", hidden=16, seed=1)
     ref = weakref.ref(ns["model"])
     accounted = manager.info("m").bytes_by_device
-    untouched = {name: ns[name] for name in ("data", "other")}
+    untouched = {name: ns[name] for name in ("data", "other", "cache")}
+    shown = manager.unload("m", dry_run=True).still_alive[0].plan
+    assert "m" in manager  # a dry run changes nothing
 
     report = manager.unload("m", force=True)
 
     assert ref() is None and report.ok and report.forced
-    assert {h.action for h in report.removed["m"]} == {"del model", "del cache['m']"}
+    assert report.removed["m"] == shown.actions
     assert report.freed_bytes == accounted
     assert set(ns) == {"cache", "data", "other"} and all(ns[k] is v for k, v in untouched.items())
-    assert ns["cache"] == {"lr": 0.1}
-    assert "other" in manager
-    assert "force removed 2 holder(s) of m:\n  - del model\n  - del cache['m']" in str(report)
+    assert ns["cache"] == {"lr": 0.1} and "other" in manager
+    assert "force removed 2 holder(s) of m:\n  - del model" in str(report)
     assert "force removed what held m: del model; del cache['m']" in report.lines()
 
 
-def test_force_cuts_the_item_from_plain_containers_and_keeps_the_containers(
-    manager: ModelManager, ns: dict[str, Any]
-) -> None:
-    metrics = [1, 2]
-    ns["cache"] = {"a": {"m": manager.load("m", "demo:mlp", hidden=16), "lr": 0.1}, "metrics": metrics}
-    ns["layers"] = [0, ns["cache"]["a"]["m"], "tail"]
-    ns["runs"] = [ns["cache"]]  # reaches the model only through cache['a']['m']: untouched
-    ns["trainer"] = types.SimpleNamespace(models=[ns["cache"]["a"]["m"]])  # not plain: the variable goes
-    ref = weakref.ref(ns["cache"]["a"]["m"])
-    cache, layers, runs = ns["cache"], ns["layers"], ns["runs"]
+def test_a_dry_run_of_a_model_nothing_else_holds_says_unload_frees_it(manager: ModelManager) -> None:
+    manager.load("m", "demo:mlp", hidden=16)
+    report = manager.unload("m", dry_run=True)
+    assert report.dry_run and report.would_free == ("m",) and report.still_alive == ()
+    assert "unloading m would free it at once" in str(report) and "m" in manager
+    assert manager.cleanup(dry_run=True).would_free == ("m",)
 
-    (alive,) = manager.unload("m").still_alive
-    actions = {h.path: h.action for h in alive.holders}
-    assert actions["cache['a']['m']"] == "del cache['a']['m']"
-    assert actions["layers[1]"] == "layers[1] = None"  # keeps the indices of the items after it
-    assert actions["trainer.models[0]"] == "del trainer"
 
-    report = manager.unload("m", force=True)
+def test_release_options_are_checked_before_anything_changes(manager: ModelManager, ns: dict[str, Any]) -> None:
+    ns["model"] = manager.load("m", "demo:mlp", hidden=16)
+    with pytest.raises(InvalidArgumentError, match="pass force=True"):
+        manager.unload("m", allow=["pair"])
+    with pytest.raises(InvalidArgumentError, match="allow="):
+        manager.unload("m", force=True, allow=[3])  # type: ignore[list-item]
+    with pytest.raises(ModelNotFoundError):
+        manager.unload("nope", dry_run=True)
+    assert "m" in manager and "model" in ns
 
-    assert ref() is None and report.ok
-    assert {h.action for h in report.removed["m"]} == {"layers[1] = None", "del trainer", "del cache['a']['m']"}
-    assert set(ns) == {"cache", "layers", "runs"}
-    assert ns["cache"] is cache and cache == {"a": {"lr": 0.1}, "metrics": [1, 2]} and cache["metrics"] is metrics
-    assert ns["layers"] is layers and layers == [0, None, "tail"]
-    assert ns["runs"] is runs and runs == [cache]
-    del cache, layers, runs
+
+def test_a_wide_cut_runs_only_when_its_holder_is_named(manager: ModelManager, ns: dict[str, Any]) -> None:
+    ns["pair"] = (manager.load("m", "demo:mlp", hidden=16), 0.9)
+    ref = weakref.ref(ns["pair"][0])
+
+    (alive,) = manager.unload("m", force=True).still_alive
+    assert [a.holder for a in alive.plan.waiting_for()] == ["pair"] and "pair" in ns
+    assert alive.fix == "manager.unload('m', force=True, allow=('pair',))"
+    assert "force also removes pair only if you name them" in alive.describe()
+
+    report = manager.unload("m", force=True, allow=["pair"])
+    assert ref() is None and report.ok and "pair" not in ns
+
+
+def test_shared_storage_is_never_counted_as_freed_and_stays_findable(manager: ModelManager, ns: dict[str, Any]) -> None:
+    """``best = model.state_dict()`` keeps the weights after the module dies: nothing is claimed, and force finds it."""
+    model = manager.load("m", "demo:mlp", hidden=16)
+    ns["best"] = model.state_dict()
+    del model
+    accounted = manager.info("m").bytes_by_device
+
+    report = manager.unload("m")
+    (alive,) = report.still_alive
+    assert report.freed_bytes == {} and alive.what.startswith("6 of its 6 storages")
+    assert {h.path for h in alive.holders} == {f"best[{key!r}]" for key in ns["best"]}
+    assert manager.survivors() == ["m"]  # still findable by name, though the module object is gone
+
+    forced = manager.unload("m", force=True)
+    assert forced.ok and forced.freed_bytes == accounted and len(ns["best"]) == 0
+
+
+def test_freed_bytes_are_what_the_model_was_at_release(manager: ModelManager) -> None:
+    """Loaded in float32, halved afterwards: what comes back is the half, measured at release."""
+    model = manager.load("m", "demo:mlp", hidden=16)
+    loaded = manager.info("m").total_bytes
+    model.half()
+    del model
+    report = manager.unload("m")
+    assert report.ok and report.freed_total * 2 == loaded
 
 
 def test_a_model_released_earlier_can_be_forced_by_name_afterwards(manager: ModelManager, ns: dict[str, Any]) -> None:
@@ -165,13 +195,13 @@ def test_a_model_that_died_on_its_own_is_counted_as_freed_at_the_next_cleanup(
     assert manager.cleanup().rechecked == ()
 
 
-def test_cleanup_with_force_frees_every_model(manager: ModelManager, ns: dict[str, Any]) -> None:
+def test_cleanup_with_force_frees_every_model_and_keeps_the_list(manager: ModelManager, ns: dict[str, Any]) -> None:
     ns["both"] = [manager.load("a", "demo:mlp", hidden=16), manager.load("b", "demo:mlp", hidden=16, seed=1)]
     refs = [weakref.ref(model) for model in ns["both"]]
     report = manager.cleanup(force=True)
     assert report.ok and all(ref() is None for ref in refs)
-    assert [h.action for h in report.removed["a"]] == ["both[0] = None"]
-    assert [h.action for h in report.removed["b"]] == ["both[1] = None"]
+    assert [a.text() for a in report.removed["a"]] == ["both[0] = None"]
+    assert [a.text() for a in report.removed["b"]] == ["both[1] = None"]
     assert ns["both"] == [None, None]
 
 
@@ -186,8 +216,8 @@ def test_a_holder_force_cannot_remove_stops_force_from_deleting_anything(
         report = manager.unload("m", force=True)
         (alive,) = report.still_alive
         assert "model" in ns and report.removed == {}
-        assert alive.fix == "" and f"{NAME}.CACHE" in alive.blocked
-        assert f"force cannot free it: {NAME}.CACHE holds it" in alive.describe()
+        assert alive.fix == "" and alive.blocked.startswith(f"{NAME}.CACHE: a global variable of module {NAME}")
+        assert f"force cannot free it: {NAME}.CACHE" in alive.describe()
     finally:
         del sys.modules[NAME]
 
@@ -201,9 +231,21 @@ def test_force_in_a_script_deletes_the_scripts_variables(manager: ModelManager, 
     assert "model" not in main and main["unrelated"] == {"keep": True}
 
 
-def test_the_last_exception_is_cleared_when_it_holds_the_model(
-    manager: ModelManager, ns: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def last_exception() -> Iterator[None]:
+    saved = {n: getattr(sys, n) for n in ("last_type", "last_value", "last_traceback") if hasattr(sys, n)}
+    try:
+        yield
+    finally:
+        for name in ("last_type", "last_value", "last_traceback"):
+            if hasattr(sys, name):
+                delattr(sys, name)
+        for name, value in saved.items():
+            setattr(sys, name, value)
+
+
+@pytest.mark.usefixtures("last_exception")
+def test_the_last_exception_is_forgotten_when_it_holds_the_model(manager: ModelManager, ns: dict[str, Any]) -> None:
     def step(box: list[Any]) -> None:
         model = box.pop()
         raise RuntimeError(f"failed with {type(model).__name__}")
@@ -211,17 +253,12 @@ def test_the_last_exception_is_cleared_when_it_holds_the_model(
     try:
         step([manager.load("m", "demo:mlp", hidden=16)])
     except RuntimeError as error:
-        monkeypatch.setattr(sys, "last_type", RuntimeError, raising=False)
-        monkeypatch.setattr(sys, "last_value", error, raising=False)
-        monkeypatch.setattr(sys, "last_traceback", error.__traceback__, raising=False)
+        sys.last_type, sys.last_value, sys.last_traceback = RuntimeError, error, error.__traceback__
     report = manager.unload("m")
-    assert [h.path for h in report.still_alive[0].holders] == [
-        "sys.last_traceback → local 'model' of step()",
-        "sys.last_value → traceback → local 'model' of step()",
-    ]
+    assert [h.path for h in report.still_alive[0].holders] == ["sys.last_traceback → local 'model' of step()"]
     report = manager.unload("m", force=True)
     assert report.ok
-    assert sys.last_value is None and sys.last_traceback is None and sys.last_type is None
+    assert not hasattr(sys, "last_value") and not hasattr(sys, "last_traceback") and not hasattr(sys, "last_type")
 
 
 def test_tensors_that_outlive_the_model_are_explained_and_freed(manager: ModelManager, ns: dict[str, Any]) -> None:
@@ -230,24 +267,14 @@ def test_tensors_that_outlive_the_model_are_explained_and_freed(manager: ModelMa
     weight = weakref.ref(next(model.parameters()))
     del model
 
-    report = manager.unload("m")
-    (alive,) = report.still_alive
-    assert alive.what.startswith("6 of its tensors")
-    assert alive.holders[0].path.startswith("opt.param_groups[0]['params']")
-    assert alive.holders[0].action == "del opt"
-
+    (alive,) = manager.unload("m").still_alive
+    assert alive.what.startswith("6 of its 6 storages")
+    assert [(h.path, h.action) for h in alive.holders] == [("opt", "del opt")]
+    assert alive.plan.actions[0].holds == "an optimizer over its parameters"
     assert manager.unload("m", force=True).ok and weight() is None and "opt" not in ns
 
 
-def test_an_output_with_autograd_history_is_found_and_removed(manager: ModelManager, ns: dict[str, Any]) -> None:
-    ns["y"] = manager.load("m", "demo:mlp", hidden=16)(torch.randn(2, 64))
-    report = manager.unload("m")
-    (alive,) = report.still_alive
-    assert alive.holders[0].kind == "autograd" and alive.holders[0].path.startswith("y → autograd graph")
-    assert manager.unload("m", force=True).ok and "y" not in ns
-
-
-def test_a_finder_is_asked_only_when_a_model_survived_and_can_be_removed(manager: ModelManager) -> None:
+def test_a_finder_is_asked_only_when_a_model_survived(manager: ModelManager) -> None:
     finder = Namespace()
     undo = manager.add_holder_finder(finder)
     manager.load("m", "demo:mlp", hidden=16)
@@ -272,7 +299,7 @@ def test_a_failing_finder_is_logged_and_the_search_goes_on(
     try:
         ns["model"] = manager.load("m", "demo:mlp", hidden=16)
         assert manager.unload("m", force=True).ok
-        assert "a holder finder failed" in caplog.text
+        assert "a holder finder failed" in caplog.text and "finder bug" in caplog.text
     finally:
         undo()
 
@@ -283,7 +310,7 @@ def test_reports_hold_no_model_and_show_holders_as_text_and_html(manager: ModelM
     report = manager.unload("m")
     html = report._repr_html_()
     assert "<td>model</td><td>variable</td><td>del model</td>" in html
-    assert "  - model [variable] (force: del model)" in str(report)
+    assert "  - del model  (model holds the model)" in str(report)
     forced = manager.unload("m", force=True)
     assert "force removed what held m: del model" in forced._repr_html_()
     gc.collect()
@@ -301,5 +328,5 @@ def test_an_optimizer_and_an_output_with_history_together_are_both_removed(
     weight = weakref.ref(next(model.parameters()))
     del model
     (alive,) = manager.unload("m").still_alive
-    assert {h.kind for h in alive.holders} == {"item", "autograd"} and alive.fix
+    assert {h.kind for h in alive.holders} == {"variable", "autograd"} and alive.fix
     assert manager.unload("m", force=True).ok and weight() is None and ns == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -397,15 +398,30 @@ def test_a_model_in_a_reference_cycle_needs_exactly_one_gc_pass(manager: ModelMa
     assert report.ok
 
 
-def test_a_model_held_from_outside_costs_one_gc_pass_and_is_named(
+def test_a_model_held_by_a_variable_costs_no_gc_pass_and_is_named(
     manager: ModelManager, collections: list[int]
 ) -> None:
+    script = vars(sys.modules["__main__"])  # a script's variables: a place the search names
+    script["held"] = manager.load("held", tiny)
+    try:
+        manager.load("free", tiny)
+        report = manager.cleanup()
+        assert collections == []  # a full collection costs a fifth of a second in a heavy notebook: not needed here
+        assert [alive.name for alive in report.still_alive] == ["held"]
+        assert [h.path for h in report.still_alive[0].holders] == ["held"]
+        assert sorted(report.released) == ["free", "held"]
+    finally:
+        del script["held"]
+
+
+def test_a_holder_the_walk_cannot_see_costs_one_gc_pass_before_it_is_named(
+    manager: ModelManager, collections: list[int]
+) -> None:
+    """A local of a running function is invisible to the walk: it could be a cycle, so one gc pass checks first."""
     held = manager.load("held", tiny)
-    manager.load("free", tiny)
     report = manager.cleanup()
     assert collections == [1]
-    assert [alive.name for alive in report.still_alive] == ["held"]
-    assert sorted(report.released) == ["free", "held"]
+    assert [h.kind for h in report.still_alive[0].holders] == ["unseen"]
     del held
 
 
@@ -442,10 +458,9 @@ def test_release_report_text_and_html(manager: ModelManager) -> None:
     report = manager.cleanup()
     text = str(report)
     assert "released 2 model(s)" in text
-    assert "freed (accounted): cpu" in text
+    assert "freed (storages that died): cpu" in text
     assert "measured: RSS" in text
     assert "kept is still alive" in text
-    assert "with a gc pass" in text
     html = report._repr_html_()
     assert html.startswith('<ul class="nbmodels-report">') and "kept is still alive" in html
     assert report.rss_freed == report.rss_before - report.rss_after

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import pytest
-from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from nbmodels import ModelInfo, ModelManager, ReleaseReport
@@ -87,7 +85,7 @@ def test_unload_shows_the_report_once_and_returns_it(
     assert isinstance(report, ReleaseReport) and report.released == ("clf",) and report.ok
     out = capsys.readouterr().out
     assert out.count("released 1 model(s): clf") == 1  # displayed by the magic, not again as Out
-    assert "freed (accounted): cpu" in out
+    assert "freed (storages that died): cpu" in out
     assert "clf" not in mgr and "lm" in mgr
     assert ip.user_ns["_"] is report  # still data in the history
 
@@ -126,60 +124,39 @@ def test_cleanup_quiet_still_shows_a_model_that_is_held(
 
 
 class RecordingManager(ModelManager):
-    """A real manager whose unload/cleanup take ``force`` and remember how they were called."""
+    """A real manager whose unload/cleanup remember the release options the magics passed."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    def unload(self, name: str, force: bool = False) -> ReleaseReport:  # type: ignore[override]
-        self.calls.append(("unload", {"force": force}))
-        return super().unload(name)
+    def unload(self, name: str, **options: Any) -> ReleaseReport:  # type: ignore[override]
+        self.calls.append(("unload", options))
+        return super().unload(name, **options)
 
-    def cleanup(self, force: bool = False) -> ReleaseReport:  # type: ignore[override]
-        self.calls.append(("cleanup", {"force": force}))
-        return super().cleanup()
-
-
-class NoForceManager(ModelManager):
-    """A manager from before the leak hunter: unload/cleanup take no ``force``."""
-
-    def unload(self, name: str) -> ReleaseReport:  # type: ignore[override]
-        return super().unload(name)
-
-    def cleanup(self) -> ReleaseReport:  # type: ignore[override]
-        return super().cleanup()
+    def cleanup(self, **options: Any) -> ReleaseReport:  # type: ignore[override]
+        self.calls.append(("cleanup", options))
+        return super().cleanup(**options)
 
 
-def test_force_is_passed_only_when_asked(ip: InteractiveShell) -> None:
+def test_force_allow_and_dry_run_are_passed_as_asked(ip: InteractiveShell) -> None:
     manager = RecordingManager()
     magics = NBModelsMagics(ip, manager=lambda: manager)
     manager.load("a", "demo:mlp")
     manager.load("b", "demo:mlp")
+    magics.unload_model("a --dry-run")
     magics.unload_model("a")
-    magics.unload_model("b --force")
+    magics.unload_model("b --force --allow pair --allow results[0]")
     magics.model_cleanup("--quiet")
     magics.model_cleanup("--force --quiet")
+    plain = {"force": False, "allow": (), "dry_run": False}
     assert manager.calls == [
-        ("unload", {"force": False}),
-        ("unload", {"force": True}),
-        ("cleanup", {"force": False}),
-        ("cleanup", {"force": True}),
+        ("unload", {**plain, "dry_run": True}),
+        ("unload", plain),
+        ("unload", {**plain, "force": True, "allow": ("pair", "results[0]")}),
+        ("cleanup", plain),
+        ("cleanup", {**plain, "force": True}),
     ]
-
-
-def test_force_without_a_leak_hunter_is_a_usage_error(ip: InteractiveShell) -> None:
-    manager = NoForceManager()
-    assert "force" not in inspect.signature(manager.unload).parameters
-    magics = NBModelsMagics(ip, manager=lambda: manager)
-    manager.load("a", "demo:mlp")
-    with pytest.raises(UsageError, match="--force"):
-        magics.unload_model("a --force")
-    with pytest.raises(UsageError, match="--force"):
-        magics.model_cleanup("--force")
-    assert "a" in manager
-    magics.unload_model("a")  # without --force it works with the older manager
-    assert "a" not in manager
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import nbmodels
 from nbmodels import ModelManager
 from nbmodels.core.demo import mlp
 from nbmodels.core.devices import cuda_device_count
-from nbmodels.core.refs import Site, remove_key
+from nbmodels.core.holders import Site, remove_key
 from nbmodels.widgets.panel import ModelPanel
 
 WAIT = 60.0  # seconds: a bound, not an expectation
@@ -198,7 +198,7 @@ def test_unload_button_frees_the_model_while_the_panel_is_open(manager: ModelMan
     panel.rows["big"].unload_button.click()
     assert model() is None, "the panel (or something else) kept the unloaded model alive"
     assert panel.status_kind == "ok"
-    assert "freed (accounted): cpu 16." in panel.status_text
+    assert "freed (storages that died): cpu 16." in panel.status_text
     assert panel.rows == {}
 
 
@@ -236,7 +236,7 @@ def test_cleanup_all_reports_what_came_back(manager: ModelManager, panel: ModelP
 
 def test_a_held_model_is_reported_and_force_frees_it(manager: ModelManager, panel: ModelPanel) -> None:
     namespace: dict[str, Any] = {}  # a user namespace the holder search is taught about
-    manager.add_holder_finder(lambda: [Site(namespace, remove=remove_key, action="del {key}")])
+    manager.add_holder_finder(lambda: [Site(namespace, remove=remove_key, command="del {key}")])
     manager.load("held", "demo:mlp", hidden=64)
     namespace["model"] = manager.get("held")
     model = weakref.ref(namespace["model"])

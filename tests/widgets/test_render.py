@@ -8,6 +8,7 @@ import re
 import pytest
 
 from nbmodels import InvalidArgumentError, ModelManager
+from nbmodels.core.holders import Action, RemovalPlan
 from nbmodels.core.memory import DeviceMemory, device_readings
 from nbmodels.core.reports import ReleaseReport, StillAlive
 from nbmodels.widgets import render
@@ -112,8 +113,9 @@ def _report(still_alive: tuple[StillAlive, ...] = ()) -> ReleaseReport:
 def test_a_report_with_a_survivor_is_a_warning_that_names_the_holder() -> None:
     text, kind = render.report_text(_report())
     assert kind == "ok"
-    assert text.startswith("released 1 model(s): m · freed (accounted): cpu 8.0 MiB")
-    text, kind = render.report_text(_report((StillAlive("m", ("Out[3]",)),)))
+    assert text.startswith("released 1 model(s): m · freed (storages that died): cpu 8.0 MiB")
+    plan = RemovalPlan("m", "the model", (Action("Out[3]", "output", "the model", "remove Out[3]", "del Out[3]"),))
+    text, kind = render.report_text(_report((StillAlive("m", plan),)))
     assert kind == "warn"
     assert "m is still alive, held by: Out[3]" in text
     assert 'data-kind="warn"' in render.status_line(text, kind)

@@ -1,0 +1,144 @@
+"""Weak references taken when a model is released: the model, its modules, tensors and storages.
+
+Memory is held by storages, not by tensor objects: ``best = model.state_dict()``,
+``w = layer.weight.detach()``, a view or ``.data`` keep a storage alive after
+the module and its parameter objects are gone. So a release watches each
+unique storage (``StorageWeakRef``, which keeps no memory alive) with its
+bytes and device as they are *at release time*, and counts as freed only the
+bytes of storages that died. The model, its submodules and its tensors are
+watched too: they are what the holder search recognises as the model's parts.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from nbmodels.core import memory
+
+
+class StorageRecord(NamedTuple):
+    """One storage of a released model: a weak reference, its identity, device, size and a name."""
+
+    ref: Any  # torch.multiprocessing.reductions.StorageWeakRef
+    key: int  # the storage's address: its identity while the weak reference lives
+    device: str
+    nbytes: int
+    name: str  # the first tensor of the model that uses it: 'fc.weight'
+
+    def alive(self) -> bool:
+        return not self.ref.expired()
+
+
+def _weak(obj: Any) -> weakref.ref[Any] | None:
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return None
+
+
+def storage_key(tensor: Any) -> int | None:
+    """The identity of the storage under ``tensor`` (None for a meta or sparse tensor)."""
+    if tensor.device.type == "meta" or tensor.layout is not _strided():
+        return None
+    return int(tensor.untyped_storage()._cdata)
+
+
+def _strided() -> Any:
+    return sys.modules["torch"].strided
+
+
+def named_tensors(model: Any) -> Iterator[tuple[str, Any]]:
+    """``(name, tensor)`` for every tensor of ``model``, shared ones under each name."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if isinstance(model, torch.nn.Module):
+        yield from model.named_parameters(remove_duplicate=False)
+        yield from model.named_buffers(remove_duplicate=False)
+        return
+    for index, tensor in enumerate(memory.tensors_of(model)):
+        yield f"tensor {index}", tensor
+
+
+class Watch:
+    """What a release keeps of one model: weak references only, so watching never keeps it alive."""
+
+    __slots__ = ("_counted", "_model", "_modules", "_tensors", "name", "storages")
+
+    def __init__(self, name: str, model: Any) -> None:
+        self.name = name
+        self._model = _weak(model)
+        torch = sys.modules.get("torch")
+        modules = list(model.modules()) if torch is not None and isinstance(model, torch.nn.Module) else []
+        self._modules = [ref for ref in map(_weak, modules[1:]) if ref is not None]
+        self._tensors: list[weakref.ref[Any]] = []
+        storages: dict[int, StorageRecord] = {}
+        for tensor_name, tensor in named_tensors(model):
+            ref = _weak(tensor)
+            if ref is not None:
+                self._tensors.append(ref)
+            for part in memory.dense_parts(tensor):
+                key = storage_key(part)
+                if key is None or key in storages:
+                    continue
+                storage = part.untyped_storage()
+                record = StorageRecord(
+                    torch.multiprocessing.reductions.StorageWeakRef(storage),  # type: ignore[union-attr]
+                    key,
+                    str(part.device),
+                    int(storage.nbytes()),
+                    tensor_name,
+                )
+                storages[key] = record
+                del storage
+        self.storages = tuple(storages.values())
+        self._counted: set[int] = set()  # storages already reported as freed
+
+    # --- what lives ----------------------------------------------------------------------------
+
+    def model(self) -> Any:
+        """The model object if it still lives (a strong reference: drop it soon)."""
+        return self._model() if self._model is not None else None
+
+    def model_alive(self) -> bool:
+        return self._model is not None and self._model() is not None
+
+    def alive(self) -> bool:
+        """True while the model object or any of its storages lives."""
+        return self.model_alive() or any(record.alive() for record in self.storages)
+
+    def live_storages(self) -> list[StorageRecord]:
+        return [record for record in self.storages if record.alive()]
+
+    def tensors(self) -> list[Any]:
+        """The model's tensor objects (parameters, buffers) that still live."""
+        return [t for t in (ref() for ref in self._tensors) if t is not None]
+
+    def modules(self) -> list[Any]:
+        """The model's submodules that still live."""
+        return [m for m in (ref() for ref in self._modules) if m is not None]
+
+    def what(self) -> str:
+        """What survives, in words: the model, or how many of its storages and their bytes."""
+        live = self.live_storages()
+        size = memory.format_bytes(sum(r.nbytes for r in live))
+        if self.model_alive():
+            return f"the model ({size})" if self.storages else "the model"
+        return f"{len(live)} of its {len(self.storages)} storages ({size})"
+
+    # --- what came back ------------------------------------------------------------------------
+
+    def take_freed(self) -> dict[str, int]:
+        """Bytes per device of storages that died and were not counted before (each is counted once)."""
+        freed: dict[str, int] = {}
+        for record in self.storages:
+            if record.key not in self._counted and not record.alive():
+                self._counted.add(record.key)
+                freed[record.device] = freed.get(record.device, 0) + record.nbytes
+        return freed
+
+
+__all__ = ["StorageRecord", "Watch", "named_tensors", "storage_key"]
