@@ -453,3 +453,49 @@ def test_on_a_real_kernel_force_gives_back_the_memory_the_naive_way_cannot(tmp_p
         print("kernel:", naive, forced)
         assert forced["ok"] and forced["other"] and forced["data"] and forced["button"]
         assert forced["forced"] >= 0.95 * naive["bytes"], (forced["forced"], naive["bytes"])
+
+
+AFTER_FORCE = [
+    "%load_ext nbmodels",
+    "import torch, nbmodels\n"
+    "mgr = nbmodels.get_manager()\n"
+    "model = mgr.load('m', 'demo:mlp', hidden=32)\n"
+    "opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+    "losses = []\n"
+    "for _ in range(3):\n"
+    "    loss = model(torch.randn(4, 64)).pow(2).mean()\n"
+    "    loss.backward(); opt.step(); opt.zero_grad()\n"
+    "    losses.append(loss)",
+    "loss",  # echoed: Out[N] holds a tensor whose graph holds the weights
+    "def evaluate(m):\n    y = m(torch.randn(2, 64))\n    raise ValueError('bad metric')",
+]
+
+
+@pytest.mark.slow
+def test_on_a_real_kernel_everything_works_after_force(tmp_path: Any) -> None:
+    """After force: ``1 + 1``, ``Out``, ``%list_models`` and ``%debug`` behave as in a fresh session."""
+    from tests.ipython.kernels import TIMEOUT, kernel
+
+    with kernel(tmp_path) as k:
+        for cell in AFTER_FORCE:
+            k.run(cell)
+        reply = k.client.execute_interactive("evaluate(model)", timeout=TIMEOUT, output_hook=lambda msg: None)
+        assert reply["content"]["status"] == "error"
+        k.run("report = %unload_model m --force")
+        printed = k.run("print(report.ok, type(Out).__name__, type(_oh).__name__, len(losses), losses[-1])")
+        assert printed.split() == ["True", "dict", "dict", "3", "None"]
+
+        results: list[str] = []
+
+        def collect(msg: dict[str, Any]) -> None:
+            if msg["msg_type"] in ("execute_result", "stream"):
+                content = msg["content"]
+                results.append(content["data"]["text/plain"] if "data" in content else content["text"])
+
+        k.client.execute_interactive("1 + 1", timeout=TIMEOUT, output_hook=collect)
+        assert results == ["2"]
+        assert k.run("print(Out[max(Out)], _)").split() == ["2", "2"]
+        assert "no models loaded" in k.run("table = %list_models\nprint(table)")
+        debug = k.run("%debug")
+        assert "No traceback has been produced" in debug or debug == ""
+        assert k.run("print(hasattr(__import__('sys'), 'last_traceback'))").strip() == "False"

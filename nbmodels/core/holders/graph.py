@@ -217,9 +217,11 @@ class Graph:
         if node is not None:
             self.incoming[node].append(edge)
             return
-        if id(child) in self._boundaries or id(child) in self._site_ids or _stopped(type(child)):
+        if id(child) in self._boundaries or id(child) in self._site_ids:
             return
-        part = self.parts.of(child)
+        part = self.parts.of(child)  # first: a model's class may live anywhere, nbmodels' demo models included
+        if part is None and _stopped(type(child)):
+            return
         node = self._new(child, PART if part else state, part, sealed)
         self.incoming[node].append(edge)
         self.tree[node] = edge
@@ -254,9 +256,11 @@ class Graph:
                         seen.add(known)
                         queue.append(known)
                     continue
-                if id(child) in self._boundaries or id(child) in self._site_ids or _stopped(type(child)):
+                if id(child) in self._boundaries or id(child) in self._site_ids:
                     continue
                 part = self.parts.of(child)
+                if part is None and _stopped(type(child)):
+                    continue
                 new = self._new(child, PART if part else INTERNAL, part, False)
                 self.incoming[new].append(Edge(node, op, key, scan))
                 seen.add(new)

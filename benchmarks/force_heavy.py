@@ -1,0 +1,151 @@
+"""Force in a heavy notebook: the report and the forced release, end to end, against one gc pass.
+
+A realistic heavy session, in a fresh interpreter: transformers and
+sentence-transformers imported (a few hundred thousand objects tracked by the
+garbage collector), a training loop's variables (an optimizer, a list of
+losses whose last entry keeps its graph, a metrics dict), and the model held
+in three places: a variable, an echoed output, a dict item. Then, on a real
+InteractiveShell with the extension:
+
+- the report: ``mgr.unload(name)`` of a model something still holds, which
+  names every holder and shows the plan (median of several releases);
+- force: ``mgr.unload(name, force=True)``, end to end (median over rounds,
+  the session rebuilt for each);
+- the same with a failed cell in the history (a traceback that holds the
+  model): the printer leaves reference cycles behind, so one gc pass runs;
+- for scale, one ``gc.collect()`` in the same process: what the naive way
+  (and every search that collected first) pays.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import Figure, pick
+
+ROOT = Path(__file__).resolve().parent.parent
+MARK = "NBMODELS-BENCH "
+
+SESSION = """
+model = mgr.load('m', 'demo:transformer', size_mb={size_mb})
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+losses, metrics = [], {{'epoch': 0}}
+tokens = torch.randint(0, 100, (4, 16))
+for step in range(3):
+    loss = model(tokens).float().pow(2).mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    losses.append(loss.item())
+losses.append(loss)
+metrics['last'] = loss
+metrics['epoch'] += 1
+cache = {{'model': model, 'note': 'kept'}}
+"""
+FAILING = "def evaluate(m):\n    y = m(tokens)\n    raise ValueError('bad metric')\n"
+
+
+def _child(size_mb: str, rounds: str) -> None:
+    import gc
+
+    import sentence_transformers  # noqa: F401 - a heavy notebook imports these
+    import transformers  # noqa: F401
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+
+    def cell(code: str, *, fails: bool = False) -> None:
+        result = ip.run_cell(code, store_history=True, silent=False)
+        if (result.error_in_exec is not None) != fails:
+            raise RuntimeError(f"cell {code!r} {'did not fail' if fails else 'failed'}: {result.error_in_exec}")
+
+    ip.run_line_magic("load_ext", "nbmodels")
+    cell("import torch, nbmodels\nmgr = nbmodels.get_manager()")
+    for i in range(30):
+        cell(f"{i} * 2")  # a history of outputs, as a long-lived notebook has
+    figures: dict[str, Any] = {"objects": len(gc.get_objects())}
+
+    def timed(code: str) -> float:
+        started = time.perf_counter()
+        cell(code)
+        return time.perf_counter() - started
+
+    for failing in (False, True):
+        reports: list[float] = []
+        forced: list[float] = []
+        freed: list[bool] = []
+        for _ in range(int(rounds)):
+            cell(SESSION.format(size_mb=size_mb))
+            cell("model")  # echoed: Out[N], _N, _ hold it
+            if failing:
+                cell(FAILING)
+                cell("evaluate(model)", fails=True)
+            cell("del model")  # the user's own variable goes; the echo, the dict and the loop still hold it
+            reports.append(timed("report = mgr.unload('m')"))
+            if ip.user_ns["report"].ok:
+                raise RuntimeError("the model was not held: the scenario measures nothing")
+            forced.append(timed("report = mgr.unload('m', force=True)"))
+            freed.append(bool(ip.user_ns["report"].ok))
+            cell("del report")
+        key = "failing" if failing else "plain"
+        figures[f"report_{key}"] = statistics.median(reports) * 1000
+        figures[f"force_{key}"] = statistics.median(forced) * 1000
+        figures[f"freed_{key}"] = sum(freed) / len(freed)
+    collections = []
+    for _ in range(5):
+        started = time.perf_counter()
+        gc.collect()
+        collections.append(time.perf_counter() - started)
+    figures["gc_ms"] = statistics.median(collections) * 1000
+    print("\n" + MARK + json.dumps(figures), flush=True)
+
+
+def run() -> list[Figure]:
+    size_mb, rounds = pick(40, 4), pick(7, 2)
+    code = "import sys; from benchmarks.force_heavy import _child; _child(*sys.argv[1:])"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(size_mb), str(rounds)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if MARK in line]
+    if not lines:
+        raise RuntimeError(f"the heavy session printed no figures:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    found = json.loads(lines[-1].split(MARK, 1)[1])
+    where = f"{found['objects']:,} objects tracked by gc; demo:transformer {size_mb} MB; median of {rounds}"
+    gc_ms = found["gc_ms"]
+    return [
+        Figure("heavy notebook: report of a held model", found["report_plain"], "ms", target=150.0, note=where),
+        Figure("heavy notebook: force, end to end", found["force_plain"], "ms", target=150.0, note=where),
+        Figure("heavy notebook: force freed the model", found["freed_plain"], "fraction", target=1.0, better=">="),
+        Figure(
+            "heavy notebook with a failed cell: force, end to end",
+            found["force_failing"],
+            "ms",
+            note="the traceback printer leaves cycles that hold the frames: one gc pass runs first",
+        ),
+        Figure(
+            "heavy notebook with a failed cell: force freed the model",
+            found["freed_failing"],
+            "fraction",
+            target=1.0,
+            better=">=",
+        ),
+        Figure("one gc.collect() in the same session", gc_ms, "ms", note="what collecting first would cost"),
+        Figure("force ÷ one gc.collect()", found["force_plain"] / gc_ms, "ratio", target=1.0),
+    ]
+
+
+if __name__ == "__main__":
+    from benchmarks.__main__ import main
+
+    sys.exit(main(["force_heavy", *sys.argv[1:]]))
