@@ -118,13 +118,14 @@ class ControlServer:
         with conn:
             try:
                 conn.settimeout(READ_TIMEOUT)
+                line = _read_line(conn)  # read first, so that a refusal reaches the client it refuses
                 peer = peer_credentials(conn)
                 if peer is not None and peer[1] != os.getuid():
                     log.warning("nbmodels: refused a request from uid %d (pid %d) on %s", peer[1], peer[0], self.path)
                     _send(conn, {"ok": False, "error": f"refused: this kernel answers only uid {os.getuid()}"})
                     return
                 try:
-                    request = json.loads(_read_line(conn))
+                    request = json.loads(line)
                 except json.JSONDecodeError:
                     _send(conn, {"ok": False, "error": "the request is not one line of JSON"})
                     return

@@ -164,15 +164,21 @@ class MachineSection:
         style = widgets.HTML(f"<style>{CSS}</style>")
         self.box = widgets.VBox([style, header, self.table, self.foot, self.status])
         self.box.add_class("nbmodels-machine")
+        self.box.observe(self._on_comm, names="comm")  # closed with the panel: stop refreshing at once
         self._set_status("", "info")
         if interval is not None:
-            threading.Thread(target=self._keep_fresh, args=(interval,), name="nbmodels-machine", daemon=True).start()
+            name = f"nbmodels-machine-{self.box.model_id}"
+            threading.Thread(target=self._keep_fresh, args=(interval,), name=name, daemon=True).start()
 
     # --- reading ------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
         return self._stop.is_set() or self.box.comm is None
+
+    def _on_comm(self, change: dict[str, Any]) -> None:
+        if change["new"] is None:
+            self._stop.set()
 
     def _keep_fresh(self, interval: float) -> None:
         while not self.closed:
