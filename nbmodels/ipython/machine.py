@@ -91,7 +91,7 @@ def list_all(shell: Any = None) -> MachineTable:
     """
     publisher = publisher_of(shell) if shell is not None else None
     if publisher is not None:
-        publisher.write()
+        publisher.write()  # this kernel as of now, not as of the last write
     try:
         return MachineTable(scan())
     except MachineError as exc:

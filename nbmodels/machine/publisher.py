@@ -2,7 +2,11 @@
 
 A :class:`Publisher` follows one ModelManager. On each of its events (load,
 unload, cleanup, move) and each change between busy and idle it rewrites the
-state file atomically; :meth:`Publisher.close` removes it. Its control socket
+state file atomically; :meth:`Publisher.close` removes it. The rewrite runs on
+a writer thread: replacing a file by rename costs milliseconds on ext4 (which
+flushes the new file's data first), and a load or a cell must not wait for
+that. Events that arrive while a write is under way are folded into the next
+one, which always describes the state at the time it is written. Its control socket
 answers ``{"request": "free"}`` from another process of the same user by
 releasing every model, on the server's own thread, so a kernel that is busy
 with a long cell still frees: the manager is thread-safe. A model the running
@@ -116,7 +120,10 @@ class Publisher:
         self._notebook = notebook
         self._serve = serve
         self._server: ControlServer | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one write at a time; the snapshot is taken inside it
+        self._wanted = threading.Condition()
+        self._write_wanted = False
+        self._writer: threading.Thread | None = None
         self._busy = False
         self._activity = time.time()
         self._in_use: tuple[str, ...] = ()
@@ -142,8 +149,10 @@ class Publisher:
                 log.warning("nbmodels: no control socket, so other processes cannot free this kernel: %s", exc)
             else:
                 self._server = server
-        self._unsubscribe = self.manager.subscribe(self._on_event)
         self.write()
+        self._writer = threading.Thread(target=self._write_when_wanted, name="nbmodels-state", daemon=True)
+        self._writer.start()
+        self._unsubscribe = self.manager.subscribe(self._on_event)
 
     def close(self) -> None:
         """Stop following the manager, close the socket and remove the state file (only in this process)."""
@@ -154,6 +163,10 @@ class Publisher:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        with self._wanted:
+            self._wanted.notify_all()
+        if self._writer is not None and self._writer is not threading.current_thread():
+            self._writer.join(timeout=2.0)
         if os.getpid() != self.pid:  # a forked child: the files are its parent's
             return
         if self._server is not None:
@@ -193,8 +206,24 @@ class Publisher:
         except Exception:
             return None
 
+    def schedule(self) -> None:
+        """Ask the writer thread to rewrite the state file soon (returns at once)."""
+        with self._wanted:
+            self._write_wanted = True
+            self._wanted.notify_all()
+
+    def _write_when_wanted(self) -> None:
+        while True:
+            with self._wanted:
+                while not self._write_wanted and not self._closed:
+                    self._wanted.wait()
+                if self._closed:
+                    return
+                self._write_wanted = False
+            self.write()
+
     def write(self) -> None:
-        """Rewrite the state file (atomically; never raises: it runs inside event callbacks)."""
+        """Rewrite the state file now (atomically; never raises: it runs on the writer and in callbacks)."""
         with self._lock:
             if self._closed or os.getpid() != self.pid:
                 return
@@ -214,10 +243,10 @@ class Publisher:
         """A cell started (True) or ended (False): record it, and recheck models released while in use."""
         self._busy = busy
         self._activity = time.time()
-        self.write()
+        self.schedule()
 
     def _on_event(self, event: Event) -> None:
-        self.write()
+        self.schedule()
 
     # --- requests ---------------------------------------------------------------
 
@@ -229,6 +258,7 @@ class Publisher:
             busy = self._busy
             log.info("nbmodels: releasing every model at the request of another process")
             report = self.manager.cleanup()
+            self.write()  # the state file says so before the answer does
             return free_reply(report, busy=busy, pid=self.pid)
         if kind == "state":
             return {"ok": True, "state": self.snapshot().to_json()}

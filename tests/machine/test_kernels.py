@@ -7,7 +7,9 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -21,10 +23,20 @@ pytestmark = pytest.mark.slow
 ROOT_WITHOUT_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 
 
-def ps_json(machine: Machine) -> dict[int, dict[str, object]]:
+def ps_json(machine: Machine) -> dict[int, dict[str, Any]]:
     done = machine.nbmodels("ps", "--json")
     assert done.returncode == 0, done.stderr
     return {k["pid"]: k for k in json.loads(done.stdout)["kernels"]}
+
+
+def ps_until(machine: Machine, pid: int, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The kernel's row once ``wanted`` holds: a cell's end is written by the kernel's writer thread, soon after."""
+    deadline = time.monotonic() + 20
+    while True:
+        row = ps_json(machine)[pid]
+        if wanted(row) or time.monotonic() > deadline:
+            return row
+        time.sleep(0.05)
 
 
 def model_names(row: dict[str, object]) -> list[str]:
@@ -141,8 +153,7 @@ def test_free_while_a_cell_runs_frees_at_once_what_it_can_and_the_rest_when_the_
         text = machine.nbmodels("ps").stdout
         assert "clf (released, still in use)" in text
         k.client.get_shell_msg(timeout=60)  # the cell ends
-        k.run("pass")
-        row = ps_json(machine)[k.pid]
+        row = ps_until(machine, k.pid, lambda row: not row["busy"])
         assert row["in_use"] == [] and row["busy"] is False
         assert k.run("print(nbmodels.get_manager().survivors())").strip() == "[]"  # really gone
     finally:
@@ -158,8 +169,8 @@ def test_free_with_a_variable_holding_the_model_says_what_holds_it(machine: Mach
         assert "clf: released, but the kernel still holds it (kept)" in done.stdout
         assert "%unload_model clf --force" in done.stdout
         assert ps_json(machine)[k.pid]["in_use"] == ["clf"]
-        k.run("del kept")  # the next cell's end notices and gives the memory back
-        assert ps_json(machine)[k.pid]["in_use"] == []
+        k.run("del kept")  # the cell's end notices and gives the memory back
+        assert ps_until(machine, k.pid, lambda row: row["in_use"] == [])["in_use"] == []
     finally:
         restore(machine)
 
@@ -211,6 +222,7 @@ def test_a_corrupt_or_foreign_state_file_is_reported_in_one_line_and_left_alone(
             assert loaded(k) == ["clf"]
     finally:
         k.run("pass")  # the kernel rewrites its state at the end of every cell
+    assert ps_until(machine, k.pid, lambda row: row["state_error"] is None)["nbmodels"] is True
     assert json.loads(path.read_text())["version"] == 1
 
 
