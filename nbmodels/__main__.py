@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return machine_main(argv)
     parser = argparse.ArgumentParser(prog="python -m nbmodels", description=__doc__)
-    parser.add_argument("command", choices=["demo"], help="what to run")
+    parser.add_argument("command", choices=["demo", "ps", "free"], help="what to run (ps, free: see ps --help)")
     parser.add_argument("--notebook", type=Path, default=QUICKSTART, help="the notebook to run (default: quickstart)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -66,13 +67,14 @@ def restore(machine: Machine) -> None:
     machine.eval.run(EVAL_MODELS)
 
 
-def _start(runtime: Path, logs: Path, name: str, notebook: str) -> Kernel:
+def _start(runtime: Path, logs: Path, name: str, notebook: str, outputs: list[IO[str]]) -> Kernel:
     connection = runtime / f"kernel-{uuid.uuid4()}.json"
     manager = kernel_manager_class()(kernel_name=KERNEL_NAME, connection_file=str(connection))
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "JPY_SESSION_NAME": notebook}
     env.pop("NBMODELS_SHUTDOWN_LOG", None)
-    with (logs / f"{name}.txt").open("w") as output:  # the child keeps its own copy of the descriptor
-        manager.start_kernel(env=env, stdout=output, stderr=output)
+    output = (logs / f"{name}.txt").open("w")  # open until the end: a restart starts the kernel with it again
+    outputs.append(output)
+    manager.start_kernel(env=env, stdout=output, stderr=output)
     return Kernel(manager, manager.client(), logs / f"{name}-shutdown.jsonl")
 
 
@@ -87,11 +89,12 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
         "plain": str(base / "home" / "scratch" / "train.ipynb"),
     }
     kernels: dict[str, Kernel] = {}
+    outputs: list[IO[str]] = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
         try:
             for name, notebook in notebooks.items():  # start all three, then wait: they boot in parallel
-                kernels[name] = _start(runtime, base, name, notebook)
+                kernels[name] = _start(runtime, base, name, notebook, outputs)
             for k in kernels.values():
                 k.client.start_channels()
                 k.client.wait_for_ready(timeout=TIMEOUT)
@@ -103,3 +106,5 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
                 k.client.stop_channels()
                 if k.manager.has_kernel:
                     k.manager.shutdown_kernel(now=True)
+            for output in outputs:
+                output.close()

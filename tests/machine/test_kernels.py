@@ -9,7 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psutil
 import pytest
@@ -246,18 +246,30 @@ def test_an_unreadable_runtime_directory_is_a_one_line_error(machine: Machine, t
     assert "permission denied" in one_error_line(done)
 
 
-def test_a_sigkilled_kernel_disappears_from_ps_and_its_stale_state_is_removed(machine: Machine) -> None:
+def test_a_restart_removes_the_old_state_and_a_sigkilled_kernels_stale_state_disappears(machine: Machine) -> None:
     from tests.machine.conftest import _start
 
-    k = _start(machine.runtime, machine.runtime.parent, "doomed", str(machine.runtime.parent / "doomed.ipynb"))
+    outputs: list[IO[str]] = []
+    doomed = str(machine.runtime.parent / "doomed.ipynb")
+    k = _start(machine.runtime, machine.runtime.parent, "doomed", doomed, outputs)
     try:
         k.client.start_channels()
         k.client.wait_for_ready(timeout=120)
         k.run("%load_ext nbmodels\n%load_model big demo:mlp --kw size_mb=4")
+        before = k.pid
+        assert (machine.runtime / f"nbmodels-kernel-{before}.json").exists()
+        k.manager.restart_kernel(now=False)  # graceful: atexit runs in the old process
+        k.client.wait_for_ready(timeout=120)
+        assert k.pid != before and not (machine.runtime / f"nbmodels-kernel-{before}.json").exists()
+        assert not (machine.runtime / f"nbmodels-kernel-{before}.sock").exists()
+        rows = ps_json(machine)
+        assert before not in rows and rows[k.pid]["nbmodels"] is False  # a fresh process, no extension yet
+
+        k.run("%load_ext nbmodels\n%load_model big demo:mlp --kw size_mb=4")
         pid = k.pid
         state = machine.runtime / f"nbmodels-kernel-{pid}.json"
         sock = machine.runtime / f"nbmodels-kernel-{pid}.sock"
-        assert state.exists() and sock.exists() and pid in ps_json(machine)
+        assert state.exists() and sock.exists() and model_names(ps_json(machine)[pid]) == ["big"]
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
@@ -271,6 +283,8 @@ def test_a_sigkilled_kernel_disappears_from_ps_and_its_stale_state_is_removed(ma
         k.client.stop_channels()
         if k.manager.has_kernel:
             k.manager.shutdown_kernel(now=True)
+        for output in outputs:
+            output.close()
 
 
 def test_unload_ext_removes_the_state_and_socket_and_load_ext_brings_them_back(machine: Machine) -> None:
