@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -46,8 +47,6 @@ class Identity:
 
     @classmethod
     def of_this_process(cls, argv: list[str] | None = None) -> Identity:
-        import sys
-
         connection = paths.connection_file(sys.argv if argv is None else argv)
         if connection is not None:
             connection = os.path.abspath(connection)

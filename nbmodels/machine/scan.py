@@ -183,6 +183,11 @@ def _user(uid: int | None) -> str:
         return str(uid)
 
 
+def current_user() -> str:
+    """This process's user name, as the rows name theirs (from the uid, not from $USER)."""
+    return _user(os.getuid())
+
+
 def _environ(pid: int) -> dict[str, str]:
     try:
         return dict(psutil.Process(pid).environ())
@@ -407,4 +412,4 @@ def scan(
     )
 
 
-__all__ = ["KernelRow", "MachineView", "OtherProcess", "clean_stale", "scan"]
+__all__ = ["KernelRow", "MachineView", "OtherProcess", "clean_stale", "current_user", "scan"]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nbmodels.core.memory import format_bytes
-from nbmodels.machine.scan import KernelRow, MachineView, OtherProcess
+from nbmodels.machine.scan import KernelRow, MachineView, OtherProcess, current_user
 from nbmodels.machine.state import VERSION
 
 JSON_FORMAT = "nbmodels-ps"
@@ -86,12 +86,7 @@ def _other_cells(other: OtherProcess, with_user: bool) -> list[str]:
 
 def _with_user(view: MachineView) -> bool:
     """Show a USER column only when some process belongs to another user."""
-    import getpass
-
-    try:
-        me = getpass.getuser()
-    except Exception:
-        return True
+    me = current_user()
     return any(r.user != me for r in view.kernels) or any(o.user != me for o in view.others)
 
 
@@ -117,12 +112,12 @@ def gpu_lines(view: MachineView) -> list[str]:
     ]
 
 
-def summary(view: MachineView) -> str:
+def summary(view: MachineView, *, star: bool = True) -> str:
     with_nbmodels = sum(1 for r in view.kernels if r.nbmodels)
     text = f"{len(view.kernels)} kernel(s), {with_nbmodels} with nbmodels"
     if view.others:
         text += f"; {len(view.others)} other GPU process(es)"
-    if any(r.this_process for r in view.kernels):
+    if star and any(r.this_process for r in view.kernels):
         text += "; * is this kernel"
     return text
 

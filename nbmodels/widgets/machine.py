@@ -9,8 +9,8 @@ section's status line. It holds readings and pids, never a model.
 
 from __future__ import annotations
 
-import getpass
 import html
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +20,8 @@ import ipywidgets as widgets
 from nbmodels.core.memory import format_bytes
 from nbmodels.machine.errors import MachineError
 from nbmodels.machine.free import FreeResult, describe, free_row
-from nbmodels.machine.scan import KernelRow, MachineView, OtherProcess, scan
-from nbmodels.machine.view import activity, gpu_lines, gpu_text, models_text, notebook_text, summary
+from nbmodels.machine.scan import KernelRow, MachineView, OtherProcess, current_user, scan
+from nbmodels.machine.view import activity, gpu_lines, gpu_text, models_text, summary
 from nbmodels.widgets import render
 
 REFRESH_SECONDS = 10.0
@@ -51,7 +51,7 @@ def kernel_cells(row: KernelRow, now: float) -> str:
     """One kernel's cells; this kernel in bold, kernels without nbmodels muted."""
     kind = "nbm-machine-self" if row.this_process else ("" if row.nbmodels else "nbm-machine-plain")
     tag = " (this kernel)" if row.this_process else ""
-    notebook = notebook_text(row.notebook, 48)
+    notebook = os.path.basename(row.notebook) if row.notebook else "?"  # the whole path is in the tooltip
     cells = [
         f'<div class="nbm-c" title="{_e(row.kernel_id or "")}">{_e(row.short_id)}</div>',
         f'<div class="nbm-c nbm-num">{row.pid}</div>',
@@ -76,16 +76,9 @@ def other_cells(other: OtherProcess) -> str:
     return '<div class="nbm-machine-cells nbm-machine-plain">' + "".join(cells) + "</div>"
 
 
-def _me() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return ""
-
-
 def can_free(row: KernelRow) -> bool:
     """A Free button for another kernel of this user that runs nbmodels (this one has Clean up all)."""
-    return row.nbmodels and not row.this_process and row.user == _me()
+    return row.nbmodels and not row.this_process and row.user == current_user()
 
 
 class KernelLine:
@@ -209,7 +202,7 @@ class MachineSection:
             self._other_lines = [widgets.HTML(other_cells(other)) for other in view.others]
             body: list[widgets.Widget] = [self.lines[row.pid].box for row in view.kernels]
             self.table.children = [self.table.children[0], *body, *self._other_lines]
-            self.summary.value = _e(summary(view))
+            self.summary.value = _e(summary(view, star=False))
             foot = [*gpu_lines(view), *view.warnings]
             self.foot.value = "".join(f'<div class="nbm-machine-foot">{_e(line)}</div>' for line in foot)
 
