@@ -38,17 +38,20 @@ def _start_kernels(runtime: Path, count: int, with_nbmodels: int) -> list[object
         manager = kernel_manager_class()(
             kernel_name=KERNEL_NAME, connection_file=str(runtime / f"kernel-{uuid.uuid4()}.json")
         )
-        manager.start_kernel(
-            env={**env, "JPY_SESSION_NAME": str(runtime.parent / f"notebook-{i}.ipynb")},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with (runtime.parent / f"kernel-{i}.log").open("w") as log:  # read back if the kernel dies
+            manager.start_kernel(
+                env={**env, "JPY_SESSION_NAME": str(runtime.parent / f"notebook-{i}.ipynb")}, stdout=log, stderr=log
+            )
         managers.append(manager)
     for i, manager in enumerate(managers):
         client = manager.client()
         client.start_channels()
         try:
-            client.wait_for_ready(timeout=180)
+            try:
+                client.wait_for_ready(timeout=180)
+            except RuntimeError as exc:
+                output = (runtime.parent / f"kernel-{i}.log").read_text()[-2000:]
+                raise RuntimeError(f"kernel {i} did not start: {exc}\n{output}") from None
             if i < with_nbmodels:
                 code = f"%load_ext nbmodels\n%load_model m{i} demo:mlp --kw size_mb=2 seed={i}"
                 reply = client.execute_interactive(code, timeout=180, output_hook=lambda msg: None)
@@ -60,7 +63,7 @@ def _start_kernels(runtime: Path, count: int, with_nbmodels: int) -> list[object
 
 
 def ps_figures() -> list[Figure]:
-    count, with_nbmodels, rounds = pick(KERNELS, 2), pick(WITH_NBMODELS, 1), pick(9, 2)
+    count, with_nbmodels, rounds = pick(KERNELS, 2), pick(WITH_NBMODELS, 1), pick(15, 2)
     with tempfile.TemporaryDirectory(prefix="nbmodels-bench-") as tmp:
         runtime = Path(tmp) / "runtime"
         runtime.mkdir(mode=0o700)
@@ -72,14 +75,15 @@ def ps_figures() -> list[Figure]:
             listed = [line for line in first.stdout.splitlines() if str(runtime.parent) in line or "notebook-" in line]
             if first.returncode != 0 or len(listed) < count:
                 raise RuntimeError(f"ps listed {len(listed)} of {count} kernels:\n{first.stdout}{first.stderr}")
+            floor = [sys.executable, "-c", "import nbmodels"]
             cli: list[float] = []
-            for _ in range(rounds):
-                started = time.perf_counter()
-                subprocess.run(command, env=env, capture_output=True, timeout=120, check=True)
-                cli.append(time.perf_counter() - started)
-            startup = median_seconds(
-                lambda: subprocess.run([sys.executable, "-c", "import nbmodels"], check=True), repeat=rounds
-            )
+            startup: list[float] = []
+            for i in range(rounds):  # alternating pairs: the machine's load weighs on both alike
+                for run_list, argv in [(cli, command), (startup, floor)][:: 1 if i % 2 == 0 else -1]:
+                    started = time.perf_counter()
+                    subprocess.run(argv, env=env, capture_output=True, timeout=120, check=True)
+                    run_list.append(time.perf_counter() - started)
+            own = statistics.median(c - s for c, s in zip(cli, startup, strict=True))
             in_process = median_seconds(lambda: scan(runtime, gpus=GpuReadings()), repeat=rounds)
         finally:
             for manager in managers:
@@ -94,9 +98,15 @@ def ps_figures() -> list[Figure]:
         ),
         Figure(
             "  of which: python -c 'import nbmodels' (interpreter and imports)",
-            startup * 1000,
+            statistics.median(startup) * 1000,
             "ms",
             note="the floor of any python -m nbmodels command",
+        ),
+        Figure(
+            "  ps's own part: the command minus that floor, paired",
+            own * 1000,
+            "ms",
+            note=f"median of {rounds} alternating pairs",
         ),
         Figure(f"scan() of the machine in-process, {count} kernels", in_process * 1000, "ms", note="no NVML here"),
     ]
