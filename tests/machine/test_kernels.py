@@ -133,7 +133,7 @@ def test_free_while_a_cell_runs_frees_at_once_what_it_can_and_the_rest_when_the_
     """The cell uses clf inside a function: the free answers at once, and clf dies when the cell ends."""
     k = machine.eval
     k.run(
-        "import torch, time\ndef train(model, seconds):\n    end = time.time() + seconds\n"
+        "import nbmodels, torch, time\ndef train(model, seconds):\n    end = time.time() + seconds\n"
         "    x = torch.randn(4, model[0].in_features)\n"
         "    while time.time() < end:\n        model(x)\n        time.sleep(0.01)\n"
     )
@@ -163,7 +163,7 @@ def test_free_while_a_cell_runs_frees_at_once_what_it_can_and_the_rest_when_the_
 def test_free_with_a_variable_holding_the_model_says_what_holds_it(machine: Machine) -> None:
     k = machine.eval
     try:
-        k.run("kept = nbmodels.get_manager().get('clf')")
+        k.run("import nbmodels\nkept = nbmodels.get_manager().get('clf')")
         done = machine.nbmodels("free", "eval")
         assert done.returncode == 0, done.stderr
         assert "clf: released, but the kernel still holds it (kept)" in done.stdout
@@ -302,3 +302,23 @@ def test_unload_ext_removes_the_state_and_socket_and_load_ext_brings_them_back(m
         k.run("%load_ext nbmodels")
     assert state.exists() and sock.exists()
     assert model_names(ps_json(machine)[k.pid]) == ["clf"]
+
+
+def test_a_load_in_flight_shows_as_loading(machine: Machine) -> None:
+    k = machine.eval
+    try:
+        k.run(
+            "import threading, time, torch, nbmodels\n"
+            "gate = threading.Event()\n"
+            "def slow():\n    gate.wait(60)\n    return torch.nn.Linear(4, 4)\n"
+            "loader = threading.Thread(target=lambda: nbmodels.get_manager().load('slow', slow))\n"
+            "loader.start()"
+        )
+        row = ps_until(machine, k.pid, lambda row: row["loading"] == ["slow"])
+        assert row["loading"] == ["slow"] and model_names(row) == ["clf"]
+        assert "slow (loading)" in machine.nbmodels("ps").stdout
+        k.run("gate.set()\nloader.join()")
+        row = ps_until(machine, k.pid, lambda row: "slow" in model_names(row))
+        assert row["loading"] == [] and model_names(row) == ["clf", "slow"]
+    finally:
+        k.run("nbmodels.get_manager().unload('slow')" if "slow" in loaded(k) else "pass")
