@@ -155,3 +155,15 @@ def test_the_runtime_directory_follows_jupyter(tmp_path: Path, monkeypatch: pyte
     if sys.platform.startswith("linux"):
         assert paths.runtime_dir({"HOME": "/home/ana"}) == Path("/home/ana/.local/share/jupyter/runtime")
         assert paths.runtime_dir({"HOME": "/h", "XDG_DATA_HOME": "/xdg"}) == Path("/xdg/jupyter/runtime")
+
+
+def test_the_machine_package_imports_neither_ipython_nor_widgets_nor_torch() -> None:
+    import subprocess
+
+    code = (
+        "import sys, nbmodels.machine, nbmodels.machine.cli\n"
+        "print(sorted(m for m in ('IPython', 'ipywidgets', 'torch') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
