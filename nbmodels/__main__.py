@@ -122,8 +122,13 @@ def demo(notebook: Path = QUICKSTART) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("ps", "free"):  # the machine view: every kernel on this machine
+        from nbmodels.machine.cli import main as machine_main
+
+        return machine_main(argv)
     parser = argparse.ArgumentParser(prog="python -m nbmodels", description=__doc__)
-    parser.add_argument("command", choices=["demo"], help="what to run")
+    parser.add_argument("command", choices=["demo", "ps", "free"], help="what to run (ps, free: see ps --help)")
     parser.add_argument("--notebook", type=Path, default=QUICKSTART, help="the notebook to run (default: quickstart)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbmodels.ipython import completion, namespace
+from nbmodels.ipython import completion, machine, namespace
 from nbmodels.ipython.config import NBModels
 from nbmodels.ipython.magics import NBModelsMagics
 from nbmodels.ipython.shutdown import HookSettings, ShutdownHook
@@ -107,6 +107,7 @@ INSTALL_STEPS: list[Callable[[Session], Undo | None]] = [
     install_completion,
     install_shutdown_hook,
     install_leak_hunter,
+    machine.install,  # publish this kernel's state for `python -m nbmodels ps` / `free`
 ]
 
 _sessions: dict[int, Session] = {}

@@ -283,15 +283,20 @@ class NBModelsMagics(Magics):
 
     @line_magic
     @magic_arguments()
-    def list_models(self, line: str) -> ModelTable:
+    @argument("--all", action="store_true", help="every Jupyter kernel on this machine, as python -m nbmodels ps")
+    def list_models(self, line: str) -> Any:
         """The loaded models with their cost, totals, and each device's memory right now.
 
         Shown as an HTML table in notebooks and text in terminals; assigned
         (``table = %list_models``) it is data: a list of ModelInfo with
         ``.devices`` (DeviceMemory readings: CPU RSS and system available; per
         CUDA device allocated, reserved, free, total and the context floor).
+        ``--all`` shows every Jupyter kernel on this machine instead (see nbmodels.machine).
         """
-        parse_line(self.list_models, "list_models", line)
+        if parse_line(self.list_models, "list_models", line).all:
+            from nbmodels.ipython.machine import list_all  # the machine view, imported only now
+
+            return list_all(self.shell)
         return ModelTable.current(self.manager.list())
 
     @named_line_magic("models")

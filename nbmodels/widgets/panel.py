@@ -20,6 +20,7 @@ from nbmodels.core.manager import ModelManager, get_manager
 from nbmodels.core.memory import device_readings
 from nbmodels.core.reports import Event, ModelInfo
 from nbmodels.widgets import render
+from nbmodels.widgets.machine import MachineSection
 from nbmodels.widgets.options import parse_options
 from nbmodels.widgets.style import CSS
 
@@ -184,6 +185,7 @@ class ModelPanel:
                 form,
                 cleanup,
                 self.status,
+                MachineSection().box,  # every kernel on this machine, with Free buttons (nbmodels.widgets.machine)
             ]
         )
         self.widget.add_class("nbmodels-panel")
