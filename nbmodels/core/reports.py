@@ -138,7 +138,8 @@ class StillAlive:
             return f"force cannot free it: {self.blocked}"
         waiting = [a.holder for a in self.plan.waiting_for()]
         if self.fix and waiting:
-            return f"force also removes {', '.join(waiting)} only if you name them: {self.fix}"
+            held = f"{waiting[0]} holds" if len(waiting) == 1 else f"{', '.join(waiting)} hold"
+            return f"{held} more than the model; to remove {'it' if len(waiting) == 1 else 'them'} too: {self.fix}"
         return f"free it with {self.fix}" if self.fix else ""
 
     def describe(self) -> str:

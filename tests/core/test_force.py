@@ -79,7 +79,7 @@ def test_without_force_the_report_shows_the_plan_and_deletes_nothing(manager: Mo
     assert [(h.path, h.action) for h in alive.holders] == [("model", "del model"), ("cache['m']", "del cache['m']")]
     assert alive.fix == "manager.unload('m', force=True)"
     text = str(report)
-    assert "force would:\n    - del model  (model holds the model)" in text
+    assert "force would:\n    - del model  — the model\n" in text
     assert "free it with manager.unload('m', force=True)" in text
     assert set(ns) == {"model", "cache"} and ns["cache"]["m"] is ns["model"] and report.removed == {}
     assert not report.gc_collected  # held by a variable: no gc pass was needed to know it
@@ -133,7 +133,7 @@ def test_a_wide_cut_runs_only_when_its_holder_is_named(manager: ModelManager, ns
     (alive,) = manager.unload("m", force=True).still_alive
     assert [a.holder for a in alive.plan.waiting_for()] == ["pair"] and "pair" in ns
     assert alive.fix == "manager.unload('m', force=True, allow=('pair',))"
-    assert "force also removes pair only if you name them" in alive.describe()
+    assert "pair holds more than the model; to remove it too: manager.unload(" in alive.describe()
 
     report = manager.unload("m", force=True, allow=["pair"])
     assert ref() is None and report.ok and "pair" not in ns
@@ -310,7 +310,7 @@ def test_reports_hold_no_model_and_show_holders_as_text_and_html(manager: ModelM
     report = manager.unload("m")
     html = report._repr_html_()
     assert "<td>model</td><td>variable</td><td>del model</td>" in html
-    assert "  - del model  (model holds the model)" in str(report)
+    assert "  - del model  — the model" in str(report)
     forced = manager.unload("m", force=True)
     assert "force removed what held m: del model" in forced._repr_html_()
     gc.collect()

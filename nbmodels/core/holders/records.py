@@ -69,9 +69,10 @@ class Action:
         return self.path or self.holder
 
     def line(self) -> str:
-        what = f"{self.where} holds {self.holds}"
+        """``command  — what it holds[, through path][; it also removes ...]``."""
+        through = f", through {self.path}" if self.path and self.path != self.holder else ""
         extra = f"; it also removes {self.takes}" if self.takes else ""
-        return f"{self.text()}  ({what}{extra})"
+        return f"{self.text()}  — {self.holds}{through}{extra}"
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class RemovalPlan:
             lines.append("force removed:" if done else "force would:")
             lines += [f"  - {a.line()}" for a in ready]
         if waiting:
-            lines.append("force removes these only if you name them (they hold more than the model):")
+            lines.append("force removes these only when you name them (each holds more than the model):")
             lines += [f"  - {a.line()}" for a in waiting]
         if self.blockers:
             lines.append("force cannot free it:")

@@ -187,27 +187,30 @@ def _module_child(module: Any, key: Any) -> str | None:
     return f".{key}" if key.isidentifier() else None
 
 
-def summary(obj: Any, limit: int = 60) -> str:
-    """A short description of an object that a wide cut would remove: ``the tuple (…, 0.9)``."""
-    import reprlib
-
-    short = reprlib.Repr()
-    short.maxstring = short.maxother = 30
-    short.maxlist = short.maxtuple = short.maxdict = 4
+def summary(obj: Any) -> str:
+    """A short description of what a wide cut removes besides the model: ``the tuple (<Sequential>, 0.9)``."""
     kind = type(obj)
     if issubclass(kind, types.FunctionType | types.MethodType):
         return f"the function {qualname(obj)}"
     if issubclass(kind, types.GeneratorType | types.CoroutineType):
         return f"the generator {qualname(obj)}"
     if issubclass(kind, BaseException):
-        return f"the {type(obj).__name__} and its traceback"
-    try:
-        text = short.repr(obj)
-    except Exception:
-        text = ""
-    if len(text) > limit or not text or text.startswith("<"):
-        return f"a {type(obj).__qualname__} object"
-    return f"the {type(obj).__qualname__} {text}"
+        return f"the {kind.__name__} and its traceback"
+    if issubclass(kind, tuple | list | set | frozenset):
+        items = list(obj)[:4]
+        inner = ", ".join(_short(item) for item in items) + (", ..." if len(obj) > 4 else "")
+        brackets = {"tuple": "()", "list": "[]"}.get(kind.__name__, "{}")
+        return f"the {kind.__name__} {brackets[0]}{inner}{brackets[1]}"
+    return f"a {kind.__qualname__} object and everything else it holds"
+
+
+def _short(value: Any) -> str:
+    """An atom as its repr (cut short), anything else as ``<TypeName>``."""
+    if type(value) in (int, float, bool, type(None)) or (type(value) in (str, bytes) and len(value) <= 24):
+        return repr(value)
+    if type(value) in (str, bytes):
+        return repr(value[:21]) + "..."
+    return f"<{type(value).__qualname__}>"
 
 
 __all__ = ["Paths", "is_python", "key_text", "literal", "qualname", "summary"]
