@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import pytest
-from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from nbmodels import ModelInfo, ModelManager, ReleaseReport
@@ -83,13 +81,17 @@ def test_unload_shows_the_report_once_and_returns_it(
 ) -> None:
     load_two(ip)
     capsys.readouterr()
-    report = run(ip, "%unload_model clf")
-    assert isinstance(report, ReleaseReport) and report.released == ("clf",) and report.ok
+    assert run(ip, "%unload_model clf") is None  # bare: shown by the magic, nothing for Out
     out = capsys.readouterr().out
-    assert out.count("released 1 model(s): clf") == 1  # displayed by the magic, not again as Out
+    assert out.count("released 1 model(s): clf") == 1 and "Out[" not in out
     assert "freed (accounted): cpu" in out
     assert "clf" not in mgr and "lm" in mgr
-    assert ip.user_ns["_"] is report  # still data in the history
+    run(ip, "r = %unload_model lm")
+    report = ip.user_ns["r"]
+    assert isinstance(report, ReleaseReport) and report.released == ("lm",) and report.ok  # still data
+    assert capsys.readouterr().out.count("released 1 model(s): lm") == 1
+    run(ip, "r")  # and shown on purpose, as any value
+    assert "released 1 model(s): lm" in capsys.readouterr().out
 
 
 def test_cleanup_releases_everything_and_is_idempotent(
@@ -109,9 +111,10 @@ def test_cleanup_quiet_shows_nothing_when_all_is_freed(
 ) -> None:
     load_two(ip)
     capsys.readouterr()
-    report = run(ip, "%model_cleanup --quiet")
+    run(ip, "report = %model_cleanup --quiet")
+    report = ip.user_ns["report"]
     assert isinstance(report, ReleaseReport) and len(report.released) == 2
-    assert "released" not in capsys.readouterr().out
+    assert capsys.readouterr().out == ""
 
 
 def test_cleanup_quiet_still_shows_a_model_that_is_held(
@@ -126,32 +129,22 @@ def test_cleanup_quiet_still_shows_a_model_that_is_held(
 
 
 class RecordingManager(ModelManager):
-    """A real manager whose unload/cleanup take ``force`` and remember how they were called."""
+    """A real manager whose unload/cleanup remember how the magics called them."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    def unload(self, name: str, force: bool = False) -> ReleaseReport:  # type: ignore[override]
+    def unload(self, name: str, *, force: bool = False) -> ReleaseReport:
         self.calls.append(("unload", {"force": force}))
         return super().unload(name)
 
-    def cleanup(self, force: bool = False) -> ReleaseReport:  # type: ignore[override]
-        self.calls.append(("cleanup", {"force": force}))
+    def cleanup(self, *, force: bool = False, wait: bool = False) -> ReleaseReport:
+        self.calls.append(("cleanup", {"force": force, "wait": wait}))
         return super().cleanup()
 
 
-class NoForceManager(ModelManager):
-    """A manager from before the leak hunter: unload/cleanup take no ``force``."""
-
-    def unload(self, name: str) -> ReleaseReport:  # type: ignore[override]
-        return super().unload(name)
-
-    def cleanup(self) -> ReleaseReport:  # type: ignore[override]
-        return super().cleanup()
-
-
-def test_force_is_passed_only_when_asked(ip: InteractiveShell) -> None:
+def test_force_and_wait_are_passed_as_asked(ip: InteractiveShell) -> None:
     manager = RecordingManager()
     magics = NBModelsMagics(ip, manager=lambda: manager)
     manager.load("a", "demo:mlp")
@@ -160,26 +153,14 @@ def test_force_is_passed_only_when_asked(ip: InteractiveShell) -> None:
     magics.unload_model("b --force")
     magics.model_cleanup("--quiet")
     magics.model_cleanup("--force --quiet")
+    magics.model_cleanup("--wait --quiet")
     assert manager.calls == [
         ("unload", {"force": False}),
         ("unload", {"force": True}),
-        ("cleanup", {"force": False}),
-        ("cleanup", {"force": True}),
+        ("cleanup", {"force": False, "wait": False}),
+        ("cleanup", {"force": True, "wait": False}),
+        ("cleanup", {"force": False, "wait": True}),
     ]
-
-
-def test_force_without_a_leak_hunter_is_a_usage_error(ip: InteractiveShell) -> None:
-    manager = NoForceManager()
-    assert "force" not in inspect.signature(manager.unload).parameters
-    magics = NBModelsMagics(ip, manager=lambda: manager)
-    manager.load("a", "demo:mlp")
-    with pytest.raises(UsageError, match="--force"):
-        magics.unload_model("a --force")
-    with pytest.raises(UsageError, match="--force"):
-        magics.model_cleanup("--force")
-    assert "a" in manager
-    magics.unload_model("a")  # without --force it works with the older manager
-    assert "a" not in manager
 
 
 @pytest.mark.parametrize(
@@ -190,7 +171,7 @@ def test_force_without_a_leak_hunter_is_a_usage_error(ip: InteractiveShell) -> N
         ("models", ["Alias"]),
         ("model_info", ["name"]),
         ("unload_model", ["--force", "ReleaseReport"]),
-        ("model_cleanup", ["--force", "--quiet"]),
+        ("model_cleanup", ["--force", "--quiet", "--wait"]),
     ],
 )
 def test_question_mark_shows_the_help(
