@@ -21,6 +21,7 @@ a model or a tensor: module ids and weak references only.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import weakref
@@ -110,12 +111,34 @@ def _spread(items: list[Any], count: int) -> list[Any]:
     return [items[round(i * last / (count - 1))] for i in range(count)]
 
 
-def _modules_and_tensors(model: Any) -> tuple[frozenset[int], list[Any]]:
+def _walk(model: Any) -> tuple[frozenset[int], list[Any], int | None]:
+    """One pass over a module tree: the ids of its modules, its tensors (each once), its parameter count.
+
+    Reads torch's own registries (``_modules``, ``_parameters``, ``_buffers``):
+    about twice as fast as ``modules()`` plus ``parameters()`` plus ``buffers()``,
+    which walk the tree three times through generators.
+    """
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        modules = frozenset(id(module) for module in model.modules())
-        return modules, [*model.parameters(), *model.buffers()]
-    return frozenset(), memory.tensors_of(model)
+    if torch is None or not isinstance(model, torch.nn.Module):
+        return frozenset(), memory.tensors_of(model), None
+    modules: set[int] = set()
+    tensors: dict[int, Any] = {}
+    parameters = 0
+    stack = [model]
+    while stack:
+        module = stack.pop()
+        if id(module) in modules:
+            continue
+        modules.add(id(module))
+        for parameter in module._parameters.values():
+            if parameter is not None and id(parameter) not in tensors:
+                tensors[id(parameter)] = parameter
+                parameters += parameter.numel()
+        for buffer in module._buffers.values():
+            if buffer is not None:
+                tensors.setdefault(id(buffer), buffer)
+        stack.extend(child for child in reversed(module._modules.values()) if child is not None)
+    return frozenset(modules), list(tensors.values()), parameters
 
 
 class Measurement:
@@ -127,8 +150,11 @@ class Measurement:
         if "torch" in sys.modules:
             _install_hooks()
         self._seen = _log.latest()  # read before the walk: a change made during it counts as after it
-        self.footprint = memory.footprint(model)
-        self._modules, tensors = _modules_and_tensors(model)
+        self._modules, tensors, parameters = _walk(model)
+        if parameters is None or len(tensors) >= memory._MAX_WALK_ITEMS:
+            self.footprint = memory.footprint(model)
+        else:  # the tensors once each, counted as footprint() counts them (a storage once)
+            self.footprint = dataclasses.replace(memory.footprint(tensors), parameters=parameters)
         self._samples = tuple((weakref.ref(t), _pointer(t)) for t in _spread(tensors, SAMPLES))
         self._length = len(model) if isinstance(model, dict | list | tuple) else None
 
