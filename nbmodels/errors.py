@@ -35,7 +35,10 @@ class NbModelsError(Exception):
         return super().__str__()
 
     def __str__(self) -> str:
-        return f"{self._before}{self._message()}{self._after}"
+        message = self._message()
+        if self._after.startswith(";"):  # "... torch.Size([2, 3]).; the reload ..." reads badly
+            message = message.rstrip(". ")
+        return f"{self._before}{message}{self._after}"
 
 
 class ModelNotFoundError(NbModelsError, KeyError):

@@ -22,7 +22,7 @@ from nbmodels import (
     ReleaseReport,
     get_manager,
 )
-from nbmodels.errors import InvalidArgumentError, ModelLoadError, NbModelsError
+from nbmodels.errors import InvalidArgumentError, ModelLoadError, NbModelsError, SourceError
 
 
 def tiny(width: int = 4) -> torch.nn.Module:
@@ -493,3 +493,16 @@ def test_errors_raised_inside_a_loader_name_the_model(manager: ModelManager) -> 
     assert str(caught.value).startswith("loading 'outer' from ")
     assert "loading 'inner' from demo:mlp: demo:mlp needs layers >= 1" in str(caught.value)
     assert len(manager) == 0 and manager.loading() == []
+
+
+def test_a_reload_note_after_a_message_that_ends_in_a_full_stop_reads_as_one_sentence(
+    manager: ModelManager,
+) -> None:
+    manager.load("m", "demo:mlp", hidden=8)
+
+    def broken() -> nn.Module:
+        raise SourceError("the file ends early.")
+
+    with pytest.raises(SourceError) as caught:
+        manager.load("m", broken, reload=True)
+    assert "the file ends early; the reload released the previous 'm'" in str(caught.value)
