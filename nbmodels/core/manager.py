@@ -23,7 +23,7 @@ from nbmodels.core.devices import normalize_device, normalize_dtype
 from nbmodels.core.freshness import Measurement
 from nbmodels.core.refs import Holder, HolderFinder, Site, Watch, default_sites, hunt
 from nbmodels.core.reports import Event, ModelInfo, ModelList, ReleaseReport, StillAlive
-from nbmodels.core.sources import Source, resolve
+from nbmodels.core.sources import Source, keywords_text, resolve
 from nbmodels.errors import (
     InvalidArgumentError,
     ModelConflictError,
@@ -141,10 +141,6 @@ def check_name(name: Any) -> str:
     if name != name.strip() or any(ch.isspace() for ch in name):
         raise InvalidArgumentError(f"model name {name!r} contains spaces; use a name without spaces")
     return name
-
-
-def _keywords_text(kwargs: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value!r}" for key, value in kwargs.items()) or "no keywords"
 
 
 def _floating(dtypes: tuple[str, ...]) -> builtins.list[str]:
@@ -349,7 +345,7 @@ class ModelManager:
                 differences.append(f"it was loaded as {loaded.dtype}, this asks for {asked}")
         if "kwargs" in explicit and spec.kwargs != loaded.kwargs:
             differences.append(
-                f"it was loaded with {_keywords_text(loaded.kwargs)}, this asks for {_keywords_text(spec.kwargs)}"
+                f"it was loaded with {keywords_text(loaded.kwargs)}, this asks for {keywords_text(spec.kwargs)}"
             )
         return differences
 
@@ -400,7 +396,10 @@ class ModelManager:
         import torch  # noqa: F401
 
         if spec.source.prepare is not None:
-            spec.source.prepare()
+            try:
+                spec.source.prepare()
+            except Exception:  # the loader meets the same problem and reports it as a failed load
+                log.debug("preparing to load %s failed", name, exc_info=True)
         rss_before = memory.process_rss()
         cuda_before = memory.cuda_allocated()
         started = time.perf_counter()

@@ -142,12 +142,13 @@ def keyword_check(factory: Any, text: str) -> KeywordCheck | None:
         try:
             signature.bind(**kwargs)
         except TypeError as exc:
-            raise InvalidArgumentError(f"{text} cannot be called with {_keywords_text(kwargs)}: {exc}") from None
+            raise InvalidArgumentError(f"{text} cannot be called with {keywords_text(kwargs)}: {exc}") from None
 
     return check
 
 
-def _keywords_text(kwargs: dict[str, Any]) -> str:
+def keywords_text(kwargs: dict[str, Any]) -> str:
+    """``hidden=8, name='x'`` (or "no keywords"): keywords as a message shows them."""
     return ", ".join(f"{key}={value!r}" for key, value in kwargs.items()) or "no keywords"
 
 

@@ -499,4 +499,4 @@ class NBModelsMagics(Magics):
         display(ModelPanel(self.manager))
 
 
-__all__ = ["NBModelsMagics", "literal", "parse_keywords", "parse_line"]
+__all__ = ["LoaderUsageError", "NBModelsMagics", "literal", "parse_keywords", "parse_line", "split_line"]
