@@ -116,29 +116,72 @@ def get_latency() -> Figure:
     return Figure("get() of a loaded model", seconds * 1e6, "µs", target=2.0, note=f"{calls:,} calls per round")
 
 
-def list_latency() -> Figure:
-    """``list()`` with many small models, each round after a get() of every model (no cached info)."""
+def _footprints(models: list[Any]) -> list[memory.Footprint]:
+    """The naive way to describe every model as it is now: measure each one again."""
+    return [memory.footprint(model) for model in models]
+
+
+def _bert_shaped(seed: int) -> Any:
+    """A model with the structure of BERT-base (12 encoder layers, ~200 parameter tensors), small widths."""
+    return demo.transformer(layers=12, d_model=32, heads=2, vocab=1000, seed=seed)
+
+
+def list_latency() -> list[Figure]:
+    """``list()`` of many models with the structure of real ones, each described as it is now.
+
+    Every round follows a ``get()`` of every model, so each row is built afresh.
+    In every other round one model was converted (``.half()``/``.float()``) just
+    before: ``list()`` must notice it and measure that one again (the second
+    figure). The note gives what measuring every model on each call would cost.
+    """
     count = pick(100, 10)
     mgr = ModelManager()
     names = [f"m{i:03d}" for i in range(count)]
-    for name in names:
-        mgr.load(name, "demo:mlp", seed=int(name[1:]))
-    cold = []
-    for _ in range(pick(50, 3)):
+    for i, name in enumerate(names):
+        mgr.load(name, _bert_shaped, seed=i)
+    tensors = len(memory.tensors_of(mgr.get(names[0])))
+    rounds = pick(60, 4)
+    plain, converted, noticed = [], [], 0
+    for round_ in range(rounds):
         for name in names:  # a use changes what list() reports, so each row is built afresh
             mgr.get(name)
+        target = round_ // 2 % count
+        if round_ % 2:
+            model = mgr.get(target_name := names[target])
+            dtype = "float16" if str(next(model.parameters()).dtype) == "torch.float32" else "float32"
+            model.half() if dtype == "float16" else model.float()
+            del model
         started = time.perf_counter()
-        mgr.list()
-        cold.append(time.perf_counter() - started)
+        listed = mgr.list()
+        (converted if round_ % 2 else plain).append(time.perf_counter() - started)
+        if round_ % 2:
+            noticed += listed[target].dtypes == (dtype,) and listed[target].name == target_name
+    if noticed != len(converted):
+        raise RuntimeError(f"list() missed a conversion in {len(converted) - noticed} of {len(converted)} rounds")
     warm = median_seconds(mgr.list, repeat=pick(9, 3), number=pick(200, 5))
+    models = [mgr.get(name) for name in names]
+    naive = median_seconds(partial(_footprints, models), repeat=pick(5, 2))
+    models.clear()
     mgr.cleanup()
-    return Figure(
-        f"list() with {count} models",
-        statistics.median(cold) * 1e3,
-        "ms",
-        target=1.0,
-        note=f"every row rebuilt; {warm * 1e3:.3f} ms when nothing changed since the last list()",
-    )
+    shape = f"12-layer transformers, {tensors} tensors each"
+    return [
+        Figure(
+            f"list() with {count} models",
+            statistics.median(plain) * 1e3,
+            "ms",
+            target=1.0,
+            note=(
+                f"{shape}; every row rebuilt; {warm * 1e3:.3f} ms when nothing changed since the last list(); "
+                f"measuring every model on each call instead: {naive * 1e3:.1f} ms"
+            ),
+        ),
+        Figure(
+            f"list() with {count} models, one converted since the last",
+            statistics.median(converted) * 1e3,
+            "ms",
+            note=f"{shape}; the converted model measured again, its new dtype listed in {noticed}/{len(converted)}",
+        ),
+    ]
 
 
 def release_latency(count: int | None) -> Figure:
@@ -284,7 +327,7 @@ def run() -> list[Figure]:
         load_overhead(),
         load_overhead_absolute(),
         get_latency(),
-        list_latency(),
+        *list_latency(),
         release_latency(None),
         release_latency(pick(10, 3)),
         list_during_load(demo.mlp, target=5.0, what=""),

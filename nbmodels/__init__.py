@@ -15,6 +15,7 @@ from nbmodels.errors import (
     ModelNotFoundError,
     NbModelsError,
     SourceError,
+    UnknownKeywordError,
     UnsafeCheckpointError,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "ReleaseReport",
     "SourceError",
     "StillAlive",
+    "UnknownKeywordError",
     "UnsafeCheckpointError",
     "__version__",
     "get_manager",

@@ -30,10 +30,17 @@ def _positive_root(a: float, b: float, c: float) -> float:
     return (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
 
 
-def _target_parameters(model: str, size_mb: float) -> float:
-    if size_mb <= 0:
-        raise InvalidArgumentError(f"demo:{model} needs size_mb > 0, got {size_mb}")
+def _target_parameters(model: str, size_mb: Any) -> float:
+    if isinstance(size_mb, bool) or not isinstance(size_mb, int | float) or not 0 < size_mb < math.inf:
+        raise InvalidArgumentError(f"demo:{model} needs size_mb > 0 (a number of megabytes), got {size_mb!r}")
     return size_mb * 1024 * 1024 / 4  # float32 parameters
+
+
+def _check_counts(model: str, **counts: tuple[Any, int]) -> None:
+    """Each ``key=(value, least)`` must be a whole number >= least: ``hidden=abc`` fails here, not deep in torch."""
+    for key, (value, least) in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InvalidArgumentError(f"demo:{model} needs {key} >= {least} (a whole number), got {value!r}")
 
 
 def mlp(
@@ -48,8 +55,10 @@ def mlp(
     """A ReLU multilayer perceptron. ``size_mb`` picks ``hidden`` so float32 weights take about that much."""
     from torch import nn
 
-    if layers < 1:
-        raise InvalidArgumentError(f"demo:mlp needs layers >= 1, got {layers}")
+    _check_counts(
+        "mlp", in_features=(in_features, 1), hidden=(hidden, 1), layers=(layers, 1), out_features=(out_features, 1)
+    )
+    _check_counts("mlp", seed=(seed, 0))
     if size_mb is not None:
         # parameters = (layers-1)*h^2 + (in + layers + out)*h + out, solved for h (at least 8).
         target = _target_parameters("mlp", size_mb)
@@ -111,8 +120,8 @@ def transformer(
 
     ``size_mb`` picks ``d_model`` (a multiple of ``heads``) so float32 weights take about that much.
     """
-    if layers < 1 or heads < 1:
-        raise InvalidArgumentError(f"demo:transformer needs layers >= 1 and heads >= 1, got {layers} and {heads}")
+    _check_counts("transformer", vocab=(vocab, 1), d_model=(d_model, 1), layers=(layers, 1), heads=(heads, 1))
+    _check_counts("transformer", max_len=(max_len, 1), seed=(seed, 0))
     if size_mb is not None:
         # Each encoder layer holds 12*d^2 + 13*d parameters; embeddings (and an untied head) d per row.
         target = _target_parameters("transformer", size_mb)

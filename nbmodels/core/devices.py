@@ -47,13 +47,11 @@ def cuda_initialized() -> bool:
     return bool(torch is not None and torch.cuda.is_initialized())
 
 
-def normalize_device(device: Any) -> str | None:
-    """Return a canonical device string ("cpu", "cuda:0", ...) or None for "leave it".
+def parse_device_name(device: Any) -> tuple[str, str | None]:
+    """Check how a device is written, without importing torch: ``(kind, index)``, e.g. ``("cuda", "1")``.
 
-    ``"auto"`` picks the first CUDA device when there is one, else the CPU.
+    Whether the machine has that device is :func:`normalize_device`'s business.
     """
-    if device is None:
-        return None
     text = str(device).strip().lower()
     match = _DEVICE_PATTERN.match(text)
     if match is None:
@@ -64,13 +62,24 @@ def normalize_device(device: Any) -> str | None:
         raise InvalidArgumentError(
             f"unknown device {device!r}: a device index cannot be negative; use 'cuda:0' or 'cpu'"
         )
+    if kind == "auto" and index is not None:
+        raise InvalidArgumentError(f"unknown device {device!r}; 'auto' takes no index")
+    if kind in ("cpu", "meta") and index not in (None, "0"):
+        raise InvalidArgumentError(f"unknown device {device!r}; use {kind!r}")
+    return kind, index
+
+
+def normalize_device(device: Any) -> str | None:
+    """Return a canonical device string ("cpu", "cuda:0", ...) or None for "leave it".
+
+    ``"auto"`` picks the first CUDA device when there is one, else the CPU.
+    """
+    if device is None:
+        return None
+    kind, index = parse_device_name(device)
     if kind == "auto":
-        if index is not None:
-            raise InvalidArgumentError(f"unknown device {device!r}; 'auto' takes no index")
         return "cuda:0" if cuda_device_count() > 0 else "cpu"
     if kind in ("cpu", "meta"):
-        if index not in (None, "0"):
-            raise InvalidArgumentError(f"unknown device {device!r}; use {kind!r}")
         return kind
     if kind == "mps":
         import torch
@@ -86,6 +95,15 @@ def normalize_device(device: Any) -> str | None:
     return f"cuda:{wanted}"
 
 
+def dtype_name(dtype: Any) -> str:
+    """The canonical name of a dtype written as text ("fp16" -> "float16"), without importing torch."""
+    canonical = DTYPE_ALIASES.get(str(dtype).strip().lower().removeprefix("torch."))
+    if canonical is None:
+        names = ", ".join(sorted(set(DTYPE_ALIASES.values())))
+        raise InvalidArgumentError(f"unknown dtype {dtype!r}; use one of {names}")
+    return canonical
+
+
 def normalize_dtype(dtype: Any) -> torch.dtype | None:
     """Map a dtype name ("fp16", "bfloat16", torch.float32) to a torch floating dtype."""
     if dtype is None:
@@ -97,10 +115,5 @@ def normalize_dtype(dtype: Any) -> torch.dtype | None:
             names = ", ".join(sorted(set(DTYPE_ALIASES.values())))
             raise InvalidArgumentError(f"dtype {dtype} is not a floating-point dtype; use one of {names}")
         return dtype
-    text = str(dtype).strip().lower().removeprefix("torch.")
-    canonical = DTYPE_ALIASES.get(text)
-    if canonical is None:
-        names = ", ".join(sorted(set(DTYPE_ALIASES.values())))
-        raise InvalidArgumentError(f"unknown dtype {dtype!r}; use one of {names}")
-    result: torch.dtype = getattr(torch, canonical)
+    result: torch.dtype = getattr(torch, dtype_name(dtype))
     return result

@@ -20,11 +20,12 @@ from typing import Any, ClassVar
 
 from nbmodels.core import memory
 from nbmodels.core.devices import normalize_device, normalize_dtype
+from nbmodels.core.freshness import Measurement
 from nbmodels.core.holders.sites import Boundary, HolderFinder, Site, default_sites
 from nbmodels.core.holders.watch import Watch
 from nbmodels.core.release import Released, Request, dry_run, release
 from nbmodels.core.reports import Event, ModelInfo, ModelList, ReleaseReport
-from nbmodels.core.sources import Source, resolve
+from nbmodels.core.sources import Source, keywords_text, resolve
 from nbmodels.errors import (
     InvalidArgumentError,
     ModelConflictError,
@@ -34,6 +35,9 @@ from nbmodels.errors import (
 )
 
 log = logging.getLogger("nbmodels")
+
+# Keywords of load() and register() that are the manager's settings, never the loader's.
+_SETTINGS = ("device", "dtype", "pin", "trust")
 
 Subscriber = Callable[[Event], None]
 ReleaseHook = Callable[[Any], None]
@@ -57,7 +61,7 @@ class _Entry:
     name: str
     model: Any
     spec: _Spec
-    footprint: memory.Footprint
+    measurement: Measurement
     rss_delta: int | None
     cuda_delta: dict[str, int]
     load_seconds: float
@@ -73,9 +77,28 @@ class _Entry:
         self.last_used = time.time()
         self._info = None
 
-    def info(self) -> ModelInfo:
+    @property
+    def footprint(self) -> memory.Footprint:
+        """What the model holds now: measured again when it changed since (see nbmodels.core.freshness)."""
+        self.refresh()
+        return self.measurement.footprint
+
+    def refresh(self, *, exact: bool = False) -> None:
+        """Measure the model again if it changed (always, with ``exact``); keep the old figures if that fails."""
+        model = self.model
+        if model is None or (not exact and self.measurement.is_current(model)):
+            return
+        try:
+            self.measurement = Measurement(model)
+        except Exception:  # changed by another thread during the walk: the next look measures again
+            log.debug("measuring %s again failed; keeping its earlier figures", self.name, exc_info=True)
+            return
+        self._info = None
+
+    def info(self, *, exact: bool = False) -> ModelInfo:
+        self.refresh(exact=exact)
         if self._info is None:
-            fp = self.footprint
+            fp = self.measurement.footprint
             self._info = ModelInfo(
                 name=self.name,
                 source=self.spec.source.text,
@@ -99,6 +122,7 @@ class _Entry:
 class _Pending:
     """A load in flight: waiters block on ``done`` and then re-check the entries."""
 
+    spec: _Spec
     owner: int = field(default_factory=threading.get_ident)
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
@@ -110,7 +134,8 @@ class _Registration:
     defaults: dict[str, Any]
 
 
-def _check_name(name: Any) -> str:
+def check_name(name: Any) -> str:
+    """``name`` if it can name a model; InvalidArgumentError (empty, spaces, not a string) otherwise."""
     if not isinstance(name, str):
         raise InvalidArgumentError(f"a model name must be a string, not {type(name).__name__}")
     if not name.strip():
@@ -140,6 +165,10 @@ def _released(entry: _Entry) -> Released:
     entry.model = None
     entry._info = None
     return item
+
+
+def _floating(dtypes: tuple[str, ...]) -> builtins.list[str]:
+    return [d for d in dtypes if d.startswith(("float", "bfloat"))]
 
 
 def _place(model: Any, device: str | None, dtype: Any) -> Any:
@@ -193,11 +222,13 @@ class ModelManager:
 
     def register(self, name: str, source: Any, **defaults: Any) -> None:
         """Remember how to load ``name`` so that ``load(name)`` needs nothing else."""
-        name = _check_name(name)
+        name = check_name(name)
         resolved = resolve(source)
         for key in ("device", "dtype"):
             if key in defaults:
                 (normalize_device if key == "device" else normalize_dtype)(defaults[key])
+        if resolved.check_keywords is not None:
+            resolved.check_keywords({k: v for k, v in defaults.items() if k not in _SETTINGS})
         with self._lock:
             self._registry[name] = _Registration(resolved, dict(defaults))
             self._used = True
@@ -225,11 +256,16 @@ class ModelManager:
     ) -> Any:
         """Load ``name`` from ``source`` (or its registration) and return the model.
 
-        Loading a loaded name returns the same object; asking for it from another
-        source or with other settings is a ModelConflictError unless ``reload=True``.
+        Loading a loaded name returns the same object; so does asking for what it
+        has now (its device, its dtype, the source it came from: a factory is known
+        by its module and name, so a notebook cell that defines it can run again).
+        Asking for something else is a ModelConflictError unless ``reload=True``.
+        Without a source, a name whose load is in flight waits for that load.
+        Everything that can be checked (source, file, keywords, device, dtype) is
+        checked before a reload releases the old model.
         ``on_release`` is called with the model when it is released (to close handles).
         """
-        name = _check_name(name)
+        name = check_name(name)
         spec, explicit = self._spec(name, source, device, dtype, trust, kwargs)
         if source is None and not pin:
             with self._lock:
@@ -249,7 +285,7 @@ class ModelManager:
                     return entry.model
                 if pending is None:
                     previous = self._entries.pop(name, None)
-                    pending = self._pending[name] = _Pending()
+                    pending = self._pending[name] = _Pending(spec)
                     break
                 if pending.owner == threading.get_ident():
                     raise ModelLoadError(name, f"the loader of {name!r} tried to load {name!r} itself")
@@ -270,23 +306,27 @@ class ModelManager:
             with self._lock:
                 registration = self._registry.get(name)
                 loaded = self._entries.get(name)
-                known = [*self._registry, *self._entries]
-            if registration is None and loaded is None:
-                raise ModelNotFoundError(name, known)
+                in_flight = self._pending.get(name)
+                known = [*self._registry, *self._entries, *self._pending]
             if registration is not None:
                 defaults = dict(registration.defaults)
                 device = device if device is not None else defaults.pop("device", None)
                 dtype = dtype if dtype is not None else defaults.pop("dtype", None)
                 trust = trust or bool(defaults.pop("trust", False))
-                for key in ("device", "dtype", "pin"):  # the manager's settings, not the factory's
+                for key in _SETTINGS:  # the manager's settings, not the factory's
                     defaults.pop(key, None)
                 kwargs = {**defaults, **kwargs}
                 resolved = registration.source
-            else:
-                assert loaded is not None
+            elif loaded is not None:
                 resolved = loaded.spec.source
+            elif in_flight is not None:  # wait for that load (load() does), then it is a hit
+                resolved = in_flight.spec.source
+            else:
+                raise ModelNotFoundError(name, known)
         else:
             resolved = resolve(source)
+        if resolved.check_keywords is not None:
+            resolved.check_keywords(kwargs)
         spec = _Spec(resolved, dict(kwargs), normalize_device(device), normalize_dtype(dtype), trust)
         return spec, explicit
 
@@ -295,24 +335,42 @@ class ModelManager:
         differences = cls._differences(entry, spec, explicit)
         if differences:
             raise ModelConflictError(
-                f"model {entry.name!r} is already loaded; this asks for "
-                + ", ".join(differences)
-                + f"; pass reload=True to load it again, or unload({entry.name!r}) first"
+                f"model {entry.name!r} is already loaded and is not what this asks for: {'; '.join(differences)}; "
+                f"pass reload=True to load it again, or unload({entry.name!r}) first",
+                name=entry.name,
+                differences=differences,
             )
 
     @staticmethod
     def _differences(entry: _Entry, spec: _Spec, explicit: set[str]) -> builtins.list[str]:
-        """What ``spec`` asks for explicitly that the loaded ``entry`` was not loaded with."""
+        """What ``spec`` asks for explicitly that the loaded model does not have now, each said both ways."""
         loaded = entry.spec
         differences = []
         if "source" in explicit and spec.source.key != loaded.source.key:
-            differences.append(f"source {spec.source.text!r} (loaded from {loaded.source.text!r})")
-        if "device" in explicit and spec.device != loaded.device:
-            differences.append(f"device {spec.device!r} (loaded with {loaded.device!r})")
-        if "dtype" in explicit and spec.dtype != loaded.dtype:
-            differences.append(f"dtype {spec.dtype} (loaded with {loaded.dtype})")
+            if spec.source.text == loaded.source.text:
+                differences.append(f"it came from another object that is also called {loaded.source.text}")
+            else:
+                differences.append(f"it came from {loaded.source.text}, this asks for {spec.source.text}")
+        if {"device", "dtype"} & explicit:
+            footprint = entry.footprint  # as it is now: it may have moved or changed dtype since it loaded
+        if "device" in explicit and spec.device is not None:
+            devices = list(footprint.devices)
+            if devices and devices != [spec.device]:
+                differences.append(f"it is on {', '.join(devices)}, this asks for {spec.device}")
+            elif not devices and loaded.device not in (None, spec.device):
+                differences.append(f"it was loaded for {loaded.device}, this asks for {spec.device}")
+        if "dtype" in explicit and spec.dtype is not None:
+            asked = str(spec.dtype).removeprefix("torch.")
+            has = _floating(footprint.dtypes)
+            same = has == [asked] or (asked in has and loaded.dtype == spec.dtype)  # fp32 layers kept in a bf16 model
+            if has and not same:
+                differences.append(f"it is {', '.join(has)}, this asks for {asked}")
+            elif not has and loaded.dtype not in (None, spec.dtype):
+                differences.append(f"it was loaded as {loaded.dtype}, this asks for {asked}")
         if "kwargs" in explicit and spec.kwargs != loaded.kwargs:
-            differences.append(f"keywords {spec.kwargs} (loaded with {loaded.kwargs})")
+            differences.append(
+                f"it was loaded with {keywords_text(loaded.kwargs)}, this asks for {keywords_text(spec.kwargs)}"
+            )
         return differences
 
     def _load_as_owner(
@@ -334,12 +392,16 @@ class ModelManager:
         except BaseException as exc:
             error = exc
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: waiters get an error
-                error = ModelLoadError(name, f"loading {name!r} was interrupted ({type(exc).__name__})")
+                error = ModelLoadError(
+                    name, f"loading {name!r} from {spec.source.text} was interrupted ({type(exc).__name__})"
+                )
+            if previous is not None and isinstance(error, NbModelsError):
+                error.add_context(after=f"; the reload released the previous {name!r}, so it is no longer loaded")
             with self._lock:
                 del self._pending[name]
                 pending.error = error
                 pending.done.set()
-            log.warning("loading %s failed: %s", name, error)
+            log.warning("loading %s failed: %s", name, error, exc_info=error)
             self._emit(Event("load_failed", name=name, error=str(error)))
             raise
         with self._lock:
@@ -353,26 +415,34 @@ class ModelManager:
 
     def _run_loader(self, name: str, spec: _Spec, *, pin: bool, on_release: ReleaseHook | None) -> _Entry:
         """Call the loader (no lock held) and measure what it cost."""
-        # torch's own import costs ~200 MB of RSS: import it before the reading, so the
-        # first load of a session does not charge that to its model.
+        # torch's own import costs ~200 MB of RSS, transformers' ~150 MB: import them before
+        # the reading, so the first load of a session does not charge that to its model.
         import torch  # noqa: F401
 
+        if spec.source.prepare is not None:
+            try:
+                spec.source.prepare()
+            except Exception:  # the loader meets the same problem and reports it as a failed load
+                log.debug("preparing to load %s failed", name, exc_info=True)
         rss_before = memory.process_rss()
         cuda_before = memory.cuda_allocated()
         started = time.perf_counter()
         try:
             model = spec.source.load(trust=spec.trust, kwargs=spec.kwargs)
-            if model is None:
-                raise ModelLoadError(
-                    name, f"the loader of {name!r} ({spec.source.text}) returned None; it must return the model"
-                )
-            model = _place(model, spec.device, spec.dtype)
-        except NbModelsError:
+            if model is not None:
+                model = _place(model, spec.device, spec.dtype)
+        except NbModelsError as exc:  # raised inside the loader (often by nbmodels): say which load it was
+            exc.add_context(before=f"loading {name!r} from {spec.source.text}: ")
             raise
         except Exception as exc:
+            detail = " ".join(str(exc).split())
             raise ModelLoadError(
-                name, f"loading {name!r} from {spec.source.text} failed: {type(exc).__name__}: {exc}"
+                name, f"loading {name!r} from {spec.source.text} failed: {type(exc).__name__}: {detail}"
             ) from exc
+        if model is None:
+            raise ModelLoadError(
+                name, f"the loader of {name!r} ({spec.source.text}) returned None; it must return the model"
+            )
         seconds = time.perf_counter() - started
         cuda_after = memory.cuda_allocated()
         now = time.time()
@@ -380,7 +450,7 @@ class ModelManager:
             name=name,
             model=model,
             spec=spec,
-            footprint=memory.footprint(model),
+            measurement=Measurement(model),
             rss_delta=memory.process_rss() - rss_before,
             cuda_delta={d: cuda_after[d] - cuda_before.get(d, 0) for d in cuda_after},
             load_seconds=seconds,
@@ -396,7 +466,7 @@ class ModelManager:
         """The entry of a loaded name (call with the lock held); a clear error otherwise."""
         entry = self._entries.get(name)
         if entry is None:
-            _check_name(name)  # only on a miss, so a hit costs nothing extra
+            check_name(name)  # only on a miss, so a hit costs nothing extra
             raise ModelNotFoundError(name, list(self._entries))
         return entry
 
@@ -408,12 +478,17 @@ class ModelManager:
             return entry.model
 
     def info(self, name: str) -> ModelInfo:
+        """What ``name`` is now: measured again each time (dtype, devices, bytes, parameters)."""
         with self._lock:
             entry = self._loaded(name)
-            return entry.info()
+            return entry.info(exact=True)
 
     def list(self) -> ModelList:
-        """Every loaded model, oldest first, as data with a table repr."""
+        """Every loaded model as it is now, oldest first, as data with a table repr.
+
+        A model is measured again only when it shows a change (a conversion, a layer
+        added), so listing many stays cheap: see :mod:`nbmodels.core.freshness`.
+        """
         with self._lock:
             return ModelList(entry.info() for entry in self._entries.values())
 
@@ -455,7 +530,7 @@ class ModelManager:
             still_loaded = self._entries.get(name) is entry
             if still_loaded:
                 entry.model = moved
-                entry.footprint = memory.footprint(moved)
+                entry.measurement = Measurement(moved)
                 entry.spec = _Spec(entry.spec.source, entry.spec.kwargs, target, entry.spec.dtype, entry.spec.trust)
                 entry._info = None
                 info = entry.info()
@@ -505,10 +580,13 @@ class ModelManager:
         self._emit(Event("unloaded", name=name, report=report))
         return report
 
-    def cleanup(self, *, force: bool = False, allow: Sequence[str] = (), dry_run: bool = False) -> ReleaseReport:
+    def cleanup(
+        self, *, force: bool = False, allow: Sequence[str] = (), dry_run: bool = False, wait: bool = False
+    ) -> ReleaseReport:
         """Release every model. Idempotent; one model's failure never stops the others.
 
-        Loads still in flight finish normally and are listed as pending. Models
+        Loads still in flight finish normally and are listed as pending; with
+        ``wait=True`` cleanup first waits for them, and releases them too. Models
         released earlier but still alive are checked again; ``force`` and
         ``allow`` work as for :meth:`unload`, and ``dry_run`` changes nothing.
         """
@@ -517,6 +595,8 @@ class ModelManager:
             with self._lock:
                 names = [*self._entries, *self._survivors]
             return self._dry_run(names, request)
+        if wait:
+            self._wait_for_loads()
         with self._lock:
             taken = [_released(entry) for entry in self._entries.values()]
             self._entries.clear()
@@ -529,6 +609,14 @@ class ModelManager:
             log.info("cleanup: %s", line)
         self._emit(Event("cleanup", report=report))
         return report
+
+    def _wait_for_loads(self) -> None:
+        """Block until the loads in flight now have finished (never for one this thread runs itself)."""
+        me = threading.get_ident()
+        with self._lock:
+            in_flight = [pending for pending in self._pending.values() if pending.owner != me]
+        for pending in in_flight:
+            pending.done.wait()
 
     def add_holder_finder(self, finder: HolderFinder) -> Callable[[], None]:
         """Teach the holder search more places that can hold a model; returns a function that undoes it.

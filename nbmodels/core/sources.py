@@ -2,7 +2,14 @@
 plug-in scheme) into something that loads a model.
 
 Resolving is cheap and happens before the manager changes anything, so a bad
-source fails at once. Loading happens later, outside the manager's lock.
+source fails at once: a missing module or file, a file that is empty or not
+what its name says, a ``config.json`` or ``modules.json`` that does not parse,
+a model folder without weights, a keyword the factory does not take. Loading
+happens later, outside the manager's lock.
+
+Two sources are the same when their ``key`` is: a factory is known by its
+module and qualified name, so a notebook cell that defines ``make`` and loads
+from it can run again and get the loaded model back.
 
 Plug-ins register a scheme in the entry-point group ``nbmodels.sources``; the
 entry point names a callable ``loader(target: str, **kwargs) -> model`` that is
@@ -11,13 +18,17 @@ called for sources written ``"scheme:target"``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
+import json
 import logging
 import os
 import pickle
 import re
+import struct
 import sys
 import zipfile
 from collections.abc import Callable
@@ -26,23 +37,35 @@ from pathlib import Path
 from typing import Any
 
 from nbmodels.core.demo import DEMO_MODELS
-from nbmodels.errors import InvalidArgumentError, SourceError, UnsafeCheckpointError
+from nbmodels.errors import InvalidArgumentError, SourceError, UnknownKeywordError, UnsafeCheckpointError
 
 log = logging.getLogger("nbmodels")
 
 ENTRY_POINT_GROUP = "nbmodels.sources"
 CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".ts", ".jit", ".torchscript"})
 FILE_SUFFIXES = CHECKPOINT_SUFFIXES | {".safetensors"}
+# Files from which transformers' from_pretrained can build a model (sharded ones have an index.json).
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf"})
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+KeywordCheck = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
 class Source:
-    """A resolved source: how to show it, how to compare it, how to load it."""
+    """A resolved source: how to show it, how to compare it, how to load it.
+
+    ``check_keywords`` (when the loader's keywords are known) refuses keywords
+    before anything changes; ``prepare`` imports the libraries the loader needs,
+    so that the manager can do it before it reads the process's memory and a
+    first load is not charged for ``import transformers``.
+    """
 
     text: str
     key: object
     loader: Callable[..., Any]
+    check_keywords: KeywordCheck | None = None
+    prepare: Callable[[], None] | None = None
 
     def load(self, *, trust: bool, kwargs: dict[str, Any]) -> Any:
         return self.loader(trust=trust, **kwargs)
@@ -55,8 +78,7 @@ def resolve(source: Any) -> Source:
     if isinstance(source, os.PathLike):
         return _path_source(Path(source))
     if callable(source):
-        text = f"{getattr(source, '__module__', '?')}:{getattr(source, '__qualname__', repr(source))}"
-        return Source(text=text, key=source, loader=_call(source))
+        return _callable_source(source)
     if not isinstance(source, str):
         raise SourceError(
             f"cannot use {type(source).__name__} as a source; pass a callable, "
@@ -89,13 +111,54 @@ def _call(factory: Callable[..., Any]) -> Callable[..., Any]:
     return load
 
 
+def _callable_source(factory: Callable[..., Any]) -> Source:
+    """A factory is known by where it is defined, so redefining it (a cell run again) is the same source."""
+    module, qualname = getattr(factory, "__module__", None), getattr(factory, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str):
+        text = f"{module}:{qualname}"
+        key: object = text  # the same key as the 'module:factory' text for it
+    else:  # a functools.partial, an instance with __call__: only the object itself says what it is
+        text, key = repr(factory), factory
+    return Source(text=text, key=key, loader=_call(factory), check_keywords=keyword_check(factory, text))
+
+
+def keyword_check(factory: Any, text: str) -> KeywordCheck | None:
+    """A check that ``factory(**kwargs)`` binds, or None when its signature cannot tell (``**kwargs``, C code)."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return None
+    parameters = signature.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    takes = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    def check(kwargs: dict[str, Any]) -> None:
+        unknown = [key for key in kwargs if key not in takes]
+        if unknown:
+            raise UnknownKeywordError(
+                f"{text} takes no keyword {unknown[0]!r}; it takes {', '.join(takes) if takes else 'no keywords'}"
+            )
+        try:
+            signature.bind(**kwargs)
+        except TypeError as exc:
+            raise InvalidArgumentError(f"{text} cannot be called with {keywords_text(kwargs)}: {exc}") from None
+
+    return check
+
+
+def keywords_text(kwargs: dict[str, Any]) -> str:
+    """``hidden=8, name='x'`` (or "no keywords"): keywords as a message shows them."""
+    return ", ".join(f"{key}={value!r}" for key, value in kwargs.items()) or "no keywords"
+
+
 def _scheme_source(text: str) -> Source:
     scheme, _, target = text.partition(":")
     if scheme == "demo":
         factory = DEMO_MODELS.get(target)
         if factory is None:
             raise SourceError(f"no demo model {target!r}; the demo models are {', '.join(sorted(DEMO_MODELS))}")
-        return Source(text=text, key=text, loader=_call(factory))
+        return Source(text=text, key=text, loader=_call(factory), check_keywords=keyword_check(factory, text))
     plugin = _plugin_loaders().get(scheme)
     if plugin is not None:
         return Source(text=text, key=text, loader=_plugin(plugin, target))
@@ -109,9 +172,10 @@ def _scheme_source(text: str) -> Source:
             f"(demo{''.join(', ' + s for s in sorted(_plugin_loaders()))})"
         )
     _check_module_exists(scheme, text)
-    if scheme in sys.modules:  # already imported: check the factory now, for free
-        import_object(scheme, target)
-    return Source(text=text, key=text, loader=_import_factory(scheme, target))
+    check = None
+    if scheme in sys.modules:  # already imported: check the factory and its keywords now, for free
+        check = keyword_check(import_object(scheme, target), text)
+    return Source(text=text, key=text, loader=_import_factory(scheme, target), check_keywords=check)
 
 
 def _check_module_exists(module_name: str, text: str) -> None:
@@ -190,24 +254,141 @@ def _path_source(path: Path) -> Source:
     path = path.expanduser().resolve()
     if not path.exists():
         raise SourceError(f"no such file or folder: {str(path)!r}")
+    text = str(path)
     if path.is_dir():
         if (path / "modules.json").is_file():
-            return Source(text=str(path), key=str(path), loader=_sentence_transformer(path))
+            _check_modules_json(path)
+            return Source(text, text, _sentence_transformer(path), prepare=_importer("sentence_transformers"))
         if (path / "config.json").is_file():
-            return Source(text=str(path), key=str(path), loader=_hugging_face(path))
+            config = _read_json(path / "config.json")
+            _check_has_weights(path)
+            return Source(text, text, _hugging_face(path), prepare=_transformers_importer(config))
         raise SourceError(
-            f"folder {str(path)!r} has neither config.json (a Hugging Face model) "
+            f"folder {text!r} has neither config.json (a Hugging Face model) "
             "nor modules.json (a sentence-transformers model)"
         )
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        return Source(text=str(path), key=str(path), loader=_safetensors(path))
+        _check_safetensors_header(path)
+        return Source(text, text, _safetensors(path), _file_keywords(path), _importer("safetensors.torch"))
     if suffix in CHECKPOINT_SUFFIXES:
-        return Source(text=str(path), key=str(path), loader=_checkpoint(path))
+        _check_checkpoint_file(path)
+        return Source(text, text, _checkpoint(path), _file_keywords(path))
     raise SourceError(
         f"cannot load {path.name!r}: unsupported file type {suffix or '(none)'!r}; "
         f"nbmodels reads {', '.join(sorted(FILE_SUFFIXES))} files and Hugging Face folders"
     )
+
+
+# --- what can be checked before loading: cheap reads of a few bytes or one small JSON file --------
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        detail = " ".join(str(exc).split())
+        raise SourceError(f"{path.parent.name}/{path.name} is not valid JSON ({detail}); fix or re-save it") from None
+
+
+def _check_modules_json(folder: Path) -> None:
+    modules = _read_json(folder / "modules.json")
+    if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
+        raise SourceError(
+            f"{folder.name}/modules.json is not a list of modules with a 'type' each; "
+            "re-save the model with SentenceTransformer.save(folder)"
+        )
+    for module in modules:
+        inner = folder / str(module.get("path", ""))
+        if not inner.is_dir():
+            raise SourceError(f"{folder.name}/modules.json names the folder {module.get('path')!r}, which is missing")
+
+
+def _check_has_weights(folder: Path) -> None:
+    """A config.json alone builds no model: say so before anything loads."""
+    for entry in folder.iterdir():
+        if entry.suffix.lower() in WEIGHT_SUFFIXES or entry.name.endswith(".index.json"):
+            return
+    raise SourceError(
+        f"folder {folder.name!r} has a config.json but no weights (no model.safetensors or pytorch_model.bin); "
+        "save the whole model there with model.save_pretrained(folder)"
+    )
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """A safetensors file starts with the length of its JSON header, then the header."""
+    size = path.stat().st_size
+    problem = ""
+    with path.open("rb") as file:
+        head = file.read(8)
+        if len(head) < 8:
+            problem = "it is empty" if size == 0 else f"it has only {size} bytes"
+        else:
+            (length,) = struct.unpack("<Q", head)
+            if length > size - 8:
+                problem = "its header is longer than the file (truncated or not safetensors)"
+            else:
+                try:
+                    header = json.loads(file.read(length))
+                except (ValueError, UnicodeDecodeError):
+                    header = None
+                if not isinstance(header, dict):
+                    problem = "its header is not the JSON a safetensors file starts with"
+    if problem:
+        raise SourceError(f"{path.name} is not a readable safetensors file: {problem}; check or re-save it")
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """torch.save writes a zip archive (a pickle in older formats); anything else cannot load."""
+    with path.open("rb") as file:
+        head = file.read(4)
+    if not head:
+        raise SourceError(f"{path.name} is empty (0 bytes); save the checkpoint again")
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise SourceError(f"{path.name} is not a readable checkpoint: a broken zip archive ({exc})") from None
+    elif not head.startswith(b"\x80"):  # pickle protocol 2 and later: torch's legacy format
+        raise SourceError(f"{path.name} is not a torch checkpoint (neither a zip archive nor a pickle)")
+
+
+def _file_keywords(path: Path) -> KeywordCheck:
+    """Checkpoint files take ``arch`` and the keywords that build it; keywords without arch fit nothing."""
+
+    def check(kwargs: dict[str, Any]) -> None:
+        extra = sorted(key for key in kwargs if key != "arch")
+        if extra and "arch" not in kwargs:
+            raise InvalidArgumentError(
+                f"{path.name} holds weights, not a factory; keywords {extra} need arch='package.module:factory'"
+            )
+
+    return check
+
+
+def _importer(module_name: str) -> Callable[[], None]:
+    def prepare() -> None:
+        with contextlib.suppress(ImportError):  # the loader says what to install
+            importlib.import_module(module_name)
+
+    return prepare
+
+
+def _transformers_importer(config: Any) -> Callable[[], None]:
+    """Import transformers with the modules a from_pretrained of this config would import."""
+    names = config.get("architectures") if isinstance(config, dict) else None
+    class_name = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else "AutoModel"
+
+    def prepare() -> None:
+        try:
+            import transformers
+        except ImportError:
+            return
+        for attribute in ("AutoConfig", "PreTrainedModel", class_name):
+            getattr(transformers, attribute, None)  # transformers imports its submodules lazily, on access
+
+    return prepare
 
 
 def _build_arch(arch: Any, kwargs: dict[str, Any]) -> Any:
@@ -233,7 +414,7 @@ def _apply_state_dict(path: Path, state: dict[str, Any], arch: Any, kwargs: dict
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())  # torch spreads the key lists over several lines
-        raise ValueError(f"the state dict in {path.name} does not fit arch {arch!r}: {detail}") from exc
+        raise SourceError(f"the state dict in {path.name} does not fit arch {arch!r}: {detail}") from None
     return model
 
 
@@ -260,6 +441,13 @@ def is_torchscript(path: Path) -> bool:
     return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
+def _unpickling_detail(text: str) -> str:
+    """The one line that matters of torch's long weights-only message ("Unsupported operand 32")."""
+    _, found, rest = text.partition("WeightsUnpickler error:")
+    detail = rest.split("Check the documentation")[0] if found else text
+    return " ".join(detail.split()) or "unreadable pickle"
+
+
 def _checkpoint(path: Path) -> Callable[..., Any]:
     def load(*, trust: bool, arch: Any = None, **kwargs: Any) -> Any:
         import torch
@@ -271,14 +459,16 @@ def _checkpoint(path: Path) -> Callable[..., Any]:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=not trust)
         except pickle.UnpicklingError as exc:
-            if not trust and "weights_only" in str(exc).lower().replace(" ", "_"):
+            text = str(exc)
+            if not trust and "weights_only" in text.replace(" ", "_") and "global" in text.lower():
                 raise UnsafeCheckpointError(
                     f"{path.name} holds pickled Python objects, and unpickling it can run code from the file; "
                     "load it with trust=True (--trust) only if you trust where it came from"
                 ) from exc
-            raise SourceError(f"{path.name} is not a readable checkpoint: {exc}") from exc
-        except RuntimeError as exc:
-            raise SourceError(f"{path.name} is not a readable torch checkpoint ({exc})") from exc
+            raise SourceError(f"{path.name} is not a readable torch checkpoint ({_unpickling_detail(text)})") from exc
+        except (RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise SourceError(f"{path.name} is not a readable torch checkpoint ({detail})") from exc
         if isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
             return _apply_state_dict(path, obj, arch, kwargs)
         if arch is not None or kwargs:

@@ -3,8 +3,10 @@
 Precedence, lowest first: the built-in default, the ``NBMODELS_*`` environment
 variable (read when the extension loads), ``c.NBModels.<trait>`` in an IPython
 profile, and ``%config NBModels.<trait> = value`` in a running session. A bad
-environment value is logged and ignored, so a typo never stops a kernel from
-starting.
+environment value never stops a kernel from starting: ``%load_ext`` shows a
+warning for it once (:meth:`NBModels.problems`); a bad boolean or number is
+ignored, and a bad default device or dtype is kept, so the load it spoils says
+where it came from (:meth:`NBModels.origin`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any
 
 from traitlets import Bool, Float, Unicode, default, validate
 from traitlets.config import Configurable
+
+from nbmodels.core.devices import dtype_name, parse_device_name
+from nbmodels.errors import InvalidArgumentError
 
 log = logging.getLogger("nbmodels")
 
@@ -33,38 +38,75 @@ ENVIRONMENT: dict[str, str] = {
 }
 
 
-def _env_bool(trait: str, fallback: bool) -> bool:
-    raw = os.environ.get(ENVIRONMENT[trait])
-    if raw is None:
-        return fallback
+TIMEOUT_RANGE = (0.05, 30.0)
+
+
+def _read_bool(raw: str, fallback: bool) -> tuple[bool, str]:
     text = raw.strip().lower()
     if text in _TRUE:
-        return True
+        return True, ""
     if text in _FALSE:
-        return False
-    log.warning("%s=%r is not a boolean (use 1/0, true/false); using %s", ENVIRONMENT[trait], raw, fallback)
-    return fallback
+        return False, ""
+    return fallback, f"is not a boolean (use 1/0, true/false); using {fallback}"
 
 
-def _env_float(trait: str, fallback: float, low: float, high: float) -> float:
-    raw = os.environ.get(ENVIRONMENT[trait])
-    if raw is None or not raw.strip():
-        return fallback
+def _read_timeout(raw: str, fallback: float) -> tuple[float, str]:
+    if not raw.strip():
+        return fallback, ""
     try:
         value = float(raw)
     except ValueError:
         value = float("nan")
+    low, high = TIMEOUT_RANGE
     if not low <= value <= high:
-        log.warning("%s=%r is not a number from %g to %g; using %g", ENVIRONMENT[trait], raw, low, high, fallback)
-        return fallback
+        return fallback, f"is not a number from {low:g} to {high:g}; using {fallback:g}"
+    return value, ""
+
+
+def _read_placement(check: Any, flag: str) -> Any:
+    """A reader for a default device or dtype: a bad value is kept, and the loads it spoils say where it came from."""
+
+    def read(raw: str, fallback: str) -> tuple[str, str]:
+        text = raw.strip()
+        if text:
+            try:
+                check(text)
+            except InvalidArgumentError as exc:
+                return text, f"is not usable ({exc}); %load_model of a new name fails until it is fixed or {flag} given"
+        return text, ""
+
+    return read
+
+
+def _read_path(raw: str, fallback: str) -> tuple[str, str]:
+    return raw.strip(), ""
+
+
+_READERS: dict[str, Any] = {
+    "default_device": _read_placement(parse_device_name, "--device"),
+    "default_dtype": _read_placement(dtype_name, "--dtype"),
+    "verbose": _read_bool,
+    "shutdown_hook": _read_bool,
+    "shutdown_log": _read_path,
+    "shutdown_timeout": _read_timeout,
+    "handle_sigterm": _read_bool,
+}
+
+
+def read_environment(trait: str, fallback: Any) -> tuple[Any, str]:
+    """``(value, problem)`` from the trait's ``NBMODELS_*`` variable; ``fallback`` when it is unset or unusable."""
+    raw = os.environ.get(ENVIRONMENT[trait])
+    if raw is None:
+        return fallback, ""
+    value, problem = _READERS[trait](raw, fallback)
+    return value, (f"{ENVIRONMENT[trait]}={raw!r} {problem}" if problem else "")
+
+
+def _env(trait: str, fallback: Any) -> Any:
+    value, problem = read_environment(trait, fallback)
+    if problem:
+        log.warning("%s", problem)
     return value
-
-
-def _env_text(trait: str) -> str:
-    return os.environ.get(ENVIRONMENT[trait], "").strip()
-
-
-TIMEOUT_RANGE = (0.05, 30.0)
 
 
 class NBModels(Configurable):
@@ -111,31 +153,34 @@ class NBModels(Configurable):
 
     @default("default_device")
     def _default_device(self) -> str:
-        return _env_text("default_device")
+        value: str = _env("default_device", "")
+        return value
 
     @default("default_dtype")
     def _default_dtype(self) -> str:
-        return _env_text("default_dtype")
+        value: str = _env("default_dtype", "")
+        return value
 
     @default("verbose")
     def _default_verbose(self) -> bool:
-        return _env_bool("verbose", True)
+        return bool(_env("verbose", True))
 
     @default("shutdown_hook")
     def _default_shutdown_hook(self) -> bool:
-        return _env_bool("shutdown_hook", True)
+        return bool(_env("shutdown_hook", True))
 
     @default("shutdown_log")
     def _default_shutdown_log(self) -> str:
-        return _env_text("shutdown_log")
+        value: str = _env("shutdown_log", "")
+        return value
 
     @default("shutdown_timeout")
     def _default_shutdown_timeout(self) -> float:
-        return _env_float("shutdown_timeout", 2.0, *TIMEOUT_RANGE)
+        return float(_env("shutdown_timeout", 2.0))
 
     @default("handle_sigterm")
     def _default_handle_sigterm(self) -> bool:
-        return _env_bool("handle_sigterm", True)
+        return bool(_env("handle_sigterm", True))
 
     @validate("shutdown_timeout")
     def _check_timeout(self, proposal: dict[str, Any]) -> float:
@@ -147,6 +192,23 @@ class NBModels(Configurable):
             log.warning("NBModels.shutdown_timeout=%r is outside %g..%g s; using %g", value, low, high, clamped)
             return clamped
         return value
+
+    def origin(self, trait: str) -> str:
+        """Where the value of ``trait`` came from, in the words a user would fix it with."""
+        section = self.config.get(type(self).__name__, {})
+        if trait not in section and os.environ.get(ENVIRONMENT[trait], "").strip():
+            return f"{ENVIRONMENT[trait]} (NBModels.{trait})"
+        return f"NBModels.{trait}"
+
+    def problems(self) -> list[str]:
+        """One line for each ``NBMODELS_*`` value that is unusable and not overridden by the profile or %config."""
+        section = self.config.get(type(self).__name__, {})
+        found = []
+        for trait in ENVIRONMENT:
+            _, problem = read_environment(trait, self.traits()[trait].default_value)
+            if problem and trait not in section:
+                found.append(problem)
+        return found
 
     def load_defaults(self) -> dict[str, str]:
         """``device``/``dtype`` keywords to pass to a load when the user gave none."""

@@ -15,6 +15,7 @@ to release them.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,8 @@ def install_settings(session: Session) -> Undo:
     """Make ``%config NBModels`` and ``%config NBModels.<trait> = ...`` find the settings."""
     configurables = session.shell.configurables
     configurables.append(session.settings)
+    for problem in session.settings.problems():  # shown once, here, not on every load
+        print(f"nbmodels: {problem}", file=sys.stderr)
 
     def undo() -> None:
         if session.settings in configurables:

@@ -14,10 +14,18 @@ model returns, strong references included (``m.fc`` is the real layer).
 After an unload every use raises ReferenceError, naming the model; if the
 name is loaded again, the handle follows it (it stands for "the model called x").
 ``unwrap(m)`` gives the model itself (a strong reference: delete it when done).
+
+Where users copy and save a model, the handle gives the model, not itself:
+``copy.deepcopy(m)`` (the best-model snapshot of a training loop) is a deep copy
+of the model, a plain object the manager does not own; ``torch.save(m, f)`` and
+``pickle.dumps(m)`` save the model. ``m == x`` and ``hash(m)`` are the model's
+own, so a handle and its model are one key in a dict or set; after an unload a
+handle equals only itself and keeps the hash it last had (as ``weakref.ref``).
 """
 
 from __future__ import annotations
 
+import copy
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -55,20 +63,19 @@ def _weak(model: Any) -> Callable[[], Any] | None:
         return None
 
 
-_OWN = frozenset({"_nbm_name", "_nbm_ref", "_nbm_manager", "_nbm_shown_in"})
+_OWN = frozenset({"_nbm_name", "_nbm_ref", "_nbm_manager", "_nbm_hash"})
 
 
 class ModelHandle:
     """A weak stand-in for the loaded model called ``name`` (see the module docstring)."""
 
-    __slots__ = ("__weakref__", "_nbm_manager", "_nbm_name", "_nbm_ref", "_nbm_shown_in")
+    __slots__ = ("__weakref__", "_nbm_hash", "_nbm_manager", "_nbm_name", "_nbm_ref")
 
-    def __init__(self, name: str, model: Any, manager: ModelManager, shown_in: int | None = None) -> None:
+    def __init__(self, name: str, model: Any, manager: ModelManager) -> None:
         object.__setattr__(self, "_nbm_name", name)
         object.__setattr__(self, "_nbm_manager", manager)
         object.__setattr__(self, "_nbm_ref", _weak(model))
-        # The execution count whose output already showed this model; its displayhook shows nothing more.
-        object.__setattr__(self, "_nbm_shown_in", shown_in)
+        object.__setattr__(self, "_nbm_hash", None)
 
     # --- the target -------------------------------------------------------------
 
@@ -162,13 +169,37 @@ class ModelHandle:
         """False once the model is unloaded, else the model's own truth."""
         return self._nbm_alive() and bool(self._nbm_target())
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is ModelHandle:
-            other = other._nbm_target() if other._nbm_alive() else other
-        return self._nbm_alive() and self._nbm_target() is other
+    def __eq__(self, other: object) -> Any:
+        """The model's own equality (identity for a torch module); an unloaded handle equals only itself."""
+        if other is self:
+            return True
+        if not self._nbm_alive() or (type(other) is ModelHandle and not other._nbm_alive()):
+            return False
+        result: Any = self._nbm_target() == unwrap(other)
+        return result
 
     def __hash__(self) -> int:
-        return hash((ModelHandle, self._nbm_name))
+        """The model's own hash, so ``a == b`` implies ``hash(a) == hash(b)``; kept for after an unload."""
+        if self._nbm_alive():
+            value = hash(self._nbm_target())  # TypeError for an unhashable model (a dict of tensors), as for it
+            object.__setattr__(self, "_nbm_hash", value)
+            return value
+        if self._nbm_hash is None:
+            raise TypeError(f"model {self._nbm_name!r} was unloaded before its handle was ever hashed")
+        cached: int = self._nbm_hash
+        return cached
+
+    # --- copying and saving: the model, never the handle ----------------------------
+
+    def __copy__(self) -> Any:
+        return copy.copy(self._nbm_target())
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return copy.deepcopy(self._nbm_target(), memo)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickle (and ``torch.save``) the model itself: what is loaded back is a model, not a handle."""
+        return self._nbm_target().__reduce_ex__(protocol)
 
     def __repr__(self) -> str:
         if not self._nbm_alive():
@@ -180,14 +211,9 @@ class ModelHandle:
     # --- display ------------------------------------------------------------------
 
     def _ipython_display_(self) -> None:
-        """Show the model, unless this cell's own ``%load_model`` line already did."""
-        from IPython import get_ipython
-
+        """Show the model (its own reprs, rich ones included) without keeping a reference to it."""
         from nbmodels.ipython.views import display
 
-        shell = get_ipython()
-        if shell is not None and self._nbm_shown_in == shell.execution_count:
-            return
         if self._nbm_alive():
             display(self._nbm_target())  # publishes its reprs; keeps no reference
         else:

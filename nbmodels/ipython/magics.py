@@ -1,14 +1,19 @@
 """The nbmodels magics: they parse a line and call the manager, nothing more.
 
 Each magic is parsed with ``IPython.core.magic_arguments`` (so ``%magic?``
-shows its usage), and every user mistake (a missing or unknown argument, a bad
-device, dtype or ``--kw``, an unknown model) raises a one-line ``UsageError``
-before the manager changes.
+shows its usage); the line is split as a shell does it (``shlex``, as IPython's
+own ``%run`` and ``%cd``), so ``"my model.pt"`` and ``--kw label="a b"`` are one
+argument each. Every user mistake (a missing or unknown argument, a bad device,
+dtype or ``--kw``, an unknown model, a file or folder that cannot load, a loader
+that rejects its keywords) raises a one-line ``UsageError`` naming the model,
+the source and the cause; the manager changes nothing it did not have to, and
+``%tb`` shows a failed loader's whole traceback.
 
 Actions (``%load_model``, ``%unload_model``, ``%model_cleanup``) show their
-result and also return it; a bare magic on a cell's last line is not shown a
-second time by the displayhook. Queries (``%list_models``, ``%model_info``)
-return data, shown by the displayhook like ``%who_ls``.
+result and also return it (``m = %load_model x``); on a cell's last line they
+leave nothing for the displayhook (see ``views.EchoGuard``). Queries
+(``%list_models``, ``%model_info``) return data, shown by the displayhook like
+``%who_ls``.
 
 To add a magic (the widget panel's ``%model_panel``, say), add a method with
 ``@line_magic`` to ``NBModelsMagics``: the extension registers and removes
@@ -20,6 +25,9 @@ from __future__ import annotations
 import argparse
 import ast
 import keyword
+import os
+import shlex
+import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -29,12 +37,16 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class
 
 from nbmodels.core import ModelManager, ReleaseReport, get_manager
+from nbmodels.core.devices import normalize_device, normalize_dtype
+from nbmodels.core.manager import check_name
+from nbmodels.core.sources import Source
 from nbmodels.errors import (
     InvalidArgumentError,
     ModelConflictError,
     ModelLoadError,
     ModelNotFoundError,
-    SourceError,
+    NbModelsError,
+    UnknownKeywordError,
 )
 from nbmodels.ipython.config import NBModels
 from nbmodels.ipython.handle import ModelHandle
@@ -68,9 +80,17 @@ def argument(*args: Any, **kwargs: Any) -> Callable[[F], F]:
     return decorator
 
 
-def parse_argstring(func: Callable[..., Any], line: str) -> argparse.Namespace:
-    parsed: argparse.Namespace = _untyped.parse_argstring(func, line)
-    return parsed
+def split_line(line: str) -> list[str]:
+    """Split a magic's line as a shell does (quotes group, backslashes escape), as IPython's ``%run`` does.
+
+    IPython's ``parse_argstring`` splits without shell rules and keeps the quotes in
+    the words (``"my file.pt"`` stays quoted); on Windows, where a backslash is a
+    path separator, quotes only group.
+    """
+    if os.name == "posix":
+        return shlex.split(line, posix=True)
+    words = shlex.split(line, posix=False)
+    return [w[1:-1] if len(w) >= 2 and w[0] == w[-1] and w[0] in "\"'" else w for w in words]
 
 
 # Keywords the manager takes itself: they have flags of their own.
@@ -94,28 +114,45 @@ def _usage(magic: str, message: str) -> NoReturn:
 
 def parse_line(func: Callable[..., Any], magic: str, line: str) -> argparse.Namespace:
     """Parse ``line`` for ``func``; any parse failure is a one-line UsageError naming the magic."""
-    message = None
     try:
-        return parse_argstring(func, line)
+        words = split_line(line)
+    except ValueError as exc:  # an unbalanced quote
+        _usage(magic, f'cannot split {line.strip()!r}: {exc}; close the quote (or put a \' inside "...")')
+    parser: Any = getattr(func, "parser")  # noqa: B009  (set by @magic_arguments, unknown to mypy)
+    try:
+        parsed: argparse.Namespace = parser.parse_args(words)
+        return parsed
     except UsageError as exc:
         message = f"{one_line(exc)} (see %{magic}?)"
     except SystemExit:  # argparse exits on some errors; a magic must never end the kernel
         message = f"cannot parse {line.strip()!r} (see %{magic}?)"
-    except ValueError as exc:  # shlex: unbalanced quotes
-        message = f"cannot split {line.strip()!r}: {exc}"
     _usage(magic, message)
+
+
+_NOT_PARSED = object()
+
+
+def _parse_literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return _NOT_PARSED
 
 
 def literal(text: str) -> Any:
     """A Python literal when ``text`` is one (``64``, ``True``, ``'a b'``, ``[1, 2]``), else the text."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text
+    value = _parse_literal(text)
+    return text if value is _NOT_PARSED else value
 
 
 def parse_keywords(groups: list[list[str]], magic: str = "load_model") -> dict[str, Any]:
-    """``--kw a=1 b=x --kw c=[1,2]`` -> ``{'a': 1, 'b': 'x', 'c': [1, 2]}``."""
+    """``--kw a=1 b=x "c=['p', 'q']"`` -> ``{'a': 1, 'b': 'x', 'c': ['p', 'q']}``.
+
+    The line was split as a shell splits it, so quotes are gone by now: a value
+    that opens a list, tuple or dict but does not parse lost its inner quotes
+    (``names=['a','b']`` arrives as ``names=[a,b]``) and is refused with how to
+    quote it, rather than passed on as a string nobody meant.
+    """
     keywords: dict[str, Any] = {}
     for item in (item for group in groups for item in group):
         key, sep, value = item.partition("=")
@@ -126,14 +163,77 @@ def parse_keywords(groups: list[list[str]], magic: str = "load_model") -> dict[s
             _usage(magic, f"--kw {key}=... is not a model keyword; use {_RESERVED_KW[key]}")
         if key in keywords:
             _usage(magic, f"--kw {key} is given twice")
-        keywords[key] = literal(value)
+        parsed = _parse_literal(value)
+        if parsed is _NOT_PARSED and value.lstrip().startswith(("[", "(", "{")):
+            _usage(
+                magic,
+                f"--kw {key}={value} is not a Python literal: the line is split as a shell splits it, which "
+                f"takes quotes away; quote the whole item, e.g. --kw \"{key}=['a', 'b']\"",
+            )
+        keywords[key] = value if parsed is _NOT_PARSED else parsed
     return keywords
 
 
-def _bad_keyword(error: ModelLoadError) -> bool:
-    """A loader that rejected the keywords it was called with: the user's mistake, not the loader's."""
+def _wrong_keyword_name(error: BaseException) -> bool:
+    """A loader that was given a keyword it does not take: the user's mistake, so point at --kw."""
+    if isinstance(error, UnknownKeywordError):
+        return True
     cause = error.__cause__
-    return isinstance(cause, TypeError) and "argument" in str(cause)
+    return isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause)
+
+
+def _raised_in_loader(error: BaseException) -> bool:
+    """True when ``error`` (or the error it wraps) came out of a loader: its traceback passes ``Source.load``."""
+    seen: BaseException | None = error
+    while seen is not None:
+        tb = seen.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code is Source.load.__code__:
+                return True
+            tb = tb.tb_next
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _forget_locals(error: BaseException) -> None:
+    """Clear the finished frames of ``error`` and of the errors it wraps, so that their locals
+    (a half-built model) die now rather than with the last reference to the error."""
+    seen: BaseException | None = error
+    while seen is not None:
+        tb = seen.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            try:
+                frame.clear()
+            except RuntimeError:  # still running: the magic's own frames
+                pass
+            else:
+                frame.f_locals  # noqa: B018  (Python < 3.13 keeps a snapshot of the locals until they are read again)
+            tb = tb.tb_next
+        seen = seen.__cause__ or seen.__context__
+
+
+class LoaderUsageError(UsageError):
+    """A user mistake that a loader found: one line in the cell, and the loader's traceback for ``%tb``.
+
+    IPython shows a plain UsageError as one line, and ``%tb`` then shows that
+    line again. This one shows the same line in its own cell; afterwards (``%tb``)
+    it shows the traceback of the failure behind it, kept as text: the frames are
+    cleared, so a half-built model in them is not kept alive.
+    """
+
+    def __init__(self, message: str, details: list[str], shown_in: int | None) -> None:
+        super().__init__(message)
+        self.details = details
+        self._shown_in = shown_in
+
+    def _render_traceback_(self) -> list[str]:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is None or shell.execution_count == self._shown_in:
+            return [f"UsageError: {self}"]
+        return [*self.details, f"UsageError: {self}"]
 
 
 @magics_class
@@ -159,33 +259,64 @@ class NBModelsMagics(Magics):
     # --- helpers ----------------------------------------------------------------
 
     def _call(self, magic: str, call: Callable[[], T], *, name: str | None = None) -> T:
-        """Run a manager call; its errors that are the user's mistake become one-line UsageErrors.
+        """Run a manager call; every nbmodels error becomes a one-line UsageError naming the magic.
 
         The UsageError is raised outside the ``except`` block so that it does not
-        chain (and keep alive) the original exception and its frames.
+        chain (and keep alive) the original exception and its frames; a loader's
+        traceback is kept as text for ``%tb`` (see :class:`LoaderUsageError`).
         """
+        details: list[str] = []
         try:
             return call()
         except ModelNotFoundError as exc:
             message = self._not_found(magic, name or exc.name)
         except ModelConflictError as exc:
-            message = f"{one_line(exc)} (with the magic: --reload, or %unload_model {name} first)"
-        except (InvalidArgumentError, SourceError) as exc:
+            differences = "; ".join(exc.differences) or one_line(exc)
+            message = (
+                f"{name!r} is already loaded and is not what this asks for: {differences}; "
+                f"add --reload to load it again, or %unload_model {name} first"
+            )
+        except NbModelsError as exc:  # a bad argument or source, or a loader that failed
             message = one_line(exc)
-        except ModelLoadError as exc:
-            if not _bad_keyword(exc):
-                raise
-            message = f"{one_line(exc)} (check the --kw names)"
+            if _wrong_keyword_name(exc):
+                message += " (check the --kw names)"
+            elif isinstance(exc, ModelLoadError):
+                message += " (%tb shows the traceback)"
+            if _raised_in_loader(exc):
+                details = self._keep_traceback(exc)
+        if details:
+            raise LoaderUsageError(f"%{magic}: {message}", details, self._execution_count())
         _usage(magic, message)
+
+    def _keep_traceback(self, error: BaseException) -> list[str]:
+        """The traceback as IPython would show it, as text; then the frames' locals are let go."""
+        interactive_tb = getattr(self.shell, "InteractiveTB", None)
+        try:
+            if interactive_tb is not None:
+                lines: list[str] = interactive_tb.structured_traceback(type(error), error, error.__traceback__)
+            else:
+                lines = traceback.format_exception(error)
+        except Exception:  # formatting must never hide the error itself
+            lines = traceback.format_exception(error)
+        _forget_locals(error)
+        return lines
 
     def _not_found(self, magic: str, name: str) -> str:
         manager = self.manager
         loaded = [info.name for info in manager.list()]
+        known = f"loaded: {', '.join(loaded)}" if loaded else "nothing is loaded"
+        if not name.strip():
+            return f"the model name is empty ({known})"
+        if name in manager.loading():
+            return (
+                f"{name!r} is still loading; %load_model {name} waits for it, "
+                f"then %{magic} {name} works (%model_cleanup --wait waits for every load)"
+            )
         if magic == "load_model":
             registered = manager.registered()
             hint = f" (registered: {', '.join(registered)})" if registered else ""
             return f"no model or registration named {name!r}{hint}; give a source, e.g. %load_model {name} demo:mlp"
-        return f"no model named {name!r} is loaded ({', '.join(loaded) if loaded else 'nothing is loaded'})"
+        return f"no model named {name!r} is loaded ({known})"
 
     @staticmethod
     def _release_options(magic: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -194,9 +325,27 @@ class NBModelsMagics(Magics):
             _usage(magic, "--allow names holders that force may remove; add --force (or --dry-run to see the plan)")
         return {"force": args.force, "allow": tuple(args.allow), "dry_run": args.dry_run}
 
-    def _show_report(self, report: ReleaseReport) -> None:
-        display(report)
-        self.echo.shown(report)
+    def _default_placement(self, manager: ModelManager, name: str, given: dict[str, Any]) -> dict[str, str]:
+        """NBModels.default_device/dtype where the line gives none, for a name that is new (not loaded,
+        loading or registered).
+
+        A bad default is a UsageError that says where it came from, so a typo in
+        NBMODELS_DEVICE never reads like a typo in the magic's line.
+        """
+        if name in manager or name in manager.registered() or name in manager.loading():
+            return {}
+        defaults = {key: value for key, value in self.settings.load_defaults().items() if given.get(key) is None}
+        for key, value in defaults.items():
+            trait = f"default_{key}"
+            try:
+                (normalize_device if key == "device" else normalize_dtype)(value)
+            except InvalidArgumentError as exc:
+                _usage(
+                    "load_model",
+                    f"{one_line(exc)}; that is the default {key}, from {self.settings.origin(trait)}: "
+                    f"fix it (%config NBModels.{trait} = '') or give --{key}",
+                )
+        return defaults
 
     def _execution_count(self) -> int | None:
         return getattr(self.shell, "execution_count", None)
@@ -250,10 +399,9 @@ class NBModelsMagics(Magics):
             _usage("load_model", f"--as {args.var!r} is not a Python variable name")
         manager = self.manager
         already = args.name in manager and not args.reload
+        waited = args.name in manager.loading() and args.source is None
         placement = {"device": args.device, "dtype": args.dtype}
-        if args.name not in manager and args.name not in manager.registered():  # registrations carry their own
-            for key, value in self.settings.load_defaults().items():
-                placement[key] = placement[key] or value
+        placement.update(self._default_placement(manager, args.name, placement))
         model = self._call(
             "load_model",
             lambda: manager.load(
@@ -267,7 +415,7 @@ class NBModelsMagics(Magics):
             ),
             name=args.name,
         )
-        handle = ModelHandle(args.name, model, manager, shown_in=self._execution_count())
+        handle = ModelHandle(args.name, model, manager)
         del model
         info = self._call("load_model", lambda: manager.info(args.name), name=args.name)
         if args.var is not None and self.shell is not None:
@@ -276,6 +424,8 @@ class NBModelsMagics(Magics):
             text = info.summary()
             if already:
                 text += f" (already loaded, used {info.hits} time{'' if info.hits == 1 else 's'})"
+            elif waited:
+                text += " (it was loading: this waited for that load)"
             if args.var is not None:
                 text += f" -> {args.var}"
             print(text)
@@ -342,9 +492,10 @@ class NBModelsMagics(Magics):
         """
         args = parse_line(self.unload_model, "unload_model", line)
         manager = self.manager
+        self._call("unload_model", lambda: check_name(args.name), name=args.name)
         options = self._release_options("unload_model", args)
         report = self._call("unload_model", lambda: manager.unload(args.name, **options), name=args.name)
-        self._show_report(report)
+        display(report)
         return report
 
     @line_magic
@@ -359,16 +510,21 @@ class NBModelsMagics(Magics):
     )
     @argument("--dry-run", action="store_true", help="show what cleanup (and --force) would do; change nothing")
     @argument("--quiet", action="store_true", help="show the report only when something was not freed")
+    @argument("--wait", action="store_true", help="first wait for the loads in flight, then release them too")
     def model_cleanup(self, line: str) -> ReleaseReport:
-        """Release every model and show what came back (a ReleaseReport). Safe to run twice."""
+        """Release every model and show what came back (a ReleaseReport). Safe to run twice.
+
+        Loads still in flight are left to finish and listed; ``--wait`` waits for
+        them and releases them too.
+        """
         args = parse_line(self.model_cleanup, "model_cleanup", line)
         manager = self.manager
         options = self._release_options("model_cleanup", args)
-        report = self._call("model_cleanup", lambda: manager.cleanup(**options))
-        if args.quiet and report.ok:
-            self.echo.shown(report)
-        else:
-            self._show_report(report)
+        report = self._call("model_cleanup", lambda: manager.cleanup(**options, wait=args.wait))
+        if not (args.quiet and report.ok and not report.pending):
+            display(report)
+        if report.pending:
+            print(f"(%model_cleanup --wait waits for {', '.join(report.pending)} and releases it too)")
         return report
 
     @line_magic
@@ -381,4 +537,4 @@ class NBModelsMagics(Magics):
         display(ModelPanel(self.manager))
 
 
-__all__ = ["NBModelsMagics", "literal", "parse_keywords", "parse_line"]
+__all__ = ["LoaderUsageError", "NBModelsMagics", "literal", "parse_keywords", "parse_line", "split_line"]

@@ -28,10 +28,12 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -73,7 +75,15 @@ class ShutdownHook:
     # --- installing -------------------------------------------------------------
 
     def install(self, shell: Any, *, sigterm: bool = True) -> Undo:
-        """Register the hooks that apply to ``shell`` and return one function that removes them."""
+        """Register the hooks that apply to ``shell`` and return one function that removes them.
+
+        A shutdown log that cannot be written is said now, when someone reads it,
+        not at shutdown, when nobody does.
+        """
+        problem = log_path_problem(self._read_settings().log_path)
+        if problem:
+            log.warning("%s", problem)
+            print(f"nbmodels: {problem}", file=sys.stderr)
         undos: list[Undo] = [self._install_atexit()]
         kernel = getattr(shell, "kernel", None)
         if kernel is not None and callable(getattr(kernel, "do_shutdown", None)):
@@ -246,6 +256,29 @@ def _bounded(call: Callable[[], Any], timeout: float) -> Any:
     return box[0]
 
 
+def log_path_problem(path: str) -> str:
+    """Why the shutdown log ``path`` cannot be appended to ("" when it can, or when there is none)."""
+    if not path:
+        return ""
+    target = Path(os.path.expanduser(path))
+    if target.is_dir():
+        why = "it is a folder"
+    elif target.exists():
+        why = "" if os.access(target, os.W_OK) else "the file is not writable"
+    elif not target.parent.is_dir():
+        why = f"its folder {str(target.parent)!r} does not exist"
+    elif not os.access(target.parent, os.W_OK | os.X_OK):
+        why = f"its folder {str(target.parent)!r} is not writable"
+    else:
+        why = ""
+    if not why:
+        return ""
+    return (
+        f"the shutdown log {path!r} (NBModels.shutdown_log / NBMODELS_SHUTDOWN_LOG) cannot be written: {why}; "
+        "models are still released at shutdown, but no record will be written"
+    )
+
+
 def _append_line(path: str, record: dict[str, Any]) -> None:
     """Append one JSON line with a single ``write`` (O_APPEND: lines from processes never interleave)."""
     data = (json.dumps(record, sort_keys=True) + "\n").encode()
@@ -256,4 +289,4 @@ def _append_line(path: str, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
-__all__ = ["HookSettings", "ShutdownHook"]
+__all__ = ["HookSettings", "ShutdownHook", "log_path_problem"]

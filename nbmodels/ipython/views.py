@@ -1,5 +1,5 @@
 """What the magics show: the model table with per-device memory, one model's details,
-and the rule that a magic's result on a cell's last line is not shown twice.
+and the rule that an action's result on a cell's last line is not shown again.
 
 Every object here carries records and numbers, never a model, so keeping one in
 ``Out`` or a variable keeps no memory alive.
@@ -7,6 +7,7 @@ Every object here carries records and numbers, never a model, so keeping one in
 
 from __future__ import annotations
 
+import ast
 import html
 import sys
 import time
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any
 
-from nbmodels.core import ModelInfo, ModelList, ReleaseReport
+from nbmodels.core import ModelInfo, ModelList
 from nbmodels.core.memory import DeviceMemory, device_readings, format_bytes
 
 
@@ -146,49 +147,64 @@ class ModelDetails(ModelInfo):
         return f'<table class="nbmodels-info"><tbody>{rows}</tbody></table>'
 
 
-def report_bundle(report: ReleaseReport) -> dict[str, str]:
-    return {"text/plain": str(report), "text/html": report._repr_html_()}
+# The magics whose value is for assigning (``m = %load_model x``), never for the displayhook:
+# each shows what it did itself.
+ACTION_MAGICS = frozenset({"load_model", "unload_model", "model_cleanup"})
+
+
+def _is_action_magic(node: ast.expr) -> bool:
+    """``get_ipython().run_line_magic('load_model', ...)``: what IPython makes of ``%load_model ...``."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "run_line_magic"
+        and isinstance(node.func.value, ast.Call)
+        and isinstance(node.func.value.func, ast.Name)
+        and node.func.value.func.id == "get_ipython"
+        and bool(node.args)
+        and isinstance(node.args[0], ast.Constant)
+        and node.args[0].value in ACTION_MAGICS
+    )
+
+
+class SilenceBareActions(ast.NodeTransformer):
+    """Turns a bare ``%load_model x`` statement into one whose value is None.
+
+    The displayhook shows nothing for None: no empty ``Out[N]:`` line in a
+    terminal, no ``Out``/``_`` entry, nothing to hold. An assignment
+    (``m = %load_model x``) is no bare statement and keeps its value.
+    """
+
+    def visit_Expr(self, node: ast.Expr) -> ast.Expr:
+        if _is_action_magic(node.value):
+            discard = ast.Tuple(elts=[node.value, ast.Constant(None)], ctx=ast.Load())
+            node.value = ast.copy_location(ast.Subscript(value=discard, slice=ast.Constant(1), ctx=ast.Load()), node)
+        return node
 
 
 class EchoGuard:
-    """Remembers what a magic displayed in the current cell, so the displayhook does not show it again.
+    """Keeps an action magic's result on a cell's last line away from the displayhook.
 
-    Installed as IPython's ``_ipython_display_`` printer for ReleaseReport: a
-    report that ``%unload_model`` already displayed and then returned is shown
-    once, yet ``r = %unload_model x`` still gives the report as data.
+    Each action shows what it did itself (its one line, its report) and returns
+    the result for ``m = %load_model x``; :class:`SilenceBareActions` makes the
+    bare form give the displayhook nothing, so nothing is shown twice and no
+    ``Out[N]`` entry or empty ``Out[N]:`` line appears. What the user displays on
+    purpose (``r = %unload_model x`` then ``r``) is shown as usual.
     """
 
     def __init__(self, shell: Any) -> None:
         self._shell = shell
-        self._count: int | None = None
-        self._shown: list[Any] = []
-
-    def shown(self, obj: Any) -> None:
-        count = self._shell.execution_count
-        if count != self._count:
-            self._count, self._shown = count, []
-        self._shown.append(obj)
-
-    def already_shown(self, obj: Any) -> bool:
-        return self._count == self._shell.execution_count and any(o is obj for o in self._shown)
-
-    def show_report(self, report: ReleaseReport) -> None:
-        """The printer IPython calls to display a ReleaseReport."""
-        if self.already_shown(report):
-            return
-        display(report_bundle(report), raw=True)
 
     def install(self) -> Callable[[], None]:
-        printers = self._shell.display_formatter.ipython_display_formatter
-        previous = printers.for_type(ReleaseReport, self.show_report)
+        transformers = self._shell.ast_transformers
+        silencer = SilenceBareActions()
+        transformers.append(silencer)
 
         def undo() -> None:
-            printers.pop(ReleaseReport, None)
-            if previous is not None:
-                printers.for_type(ReleaseReport, previous)
-            self._shown = []
+            if silencer in transformers:
+                transformers.remove(silencer)
 
         return undo
 
 
-__all__ = ["EchoGuard", "ModelDetails", "ModelTable", "describe_device"]
+__all__ = ["ACTION_MAGICS", "EchoGuard", "ModelDetails", "ModelTable", "SilenceBareActions", "describe_device"]

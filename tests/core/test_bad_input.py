@@ -16,6 +16,8 @@ from nbmodels.errors import (
     ModelNotFoundError,
     NbModelsError,
     SourceError,
+    UnknownKeywordError,
+    UnsafeCheckpointError,
 )
 from tests.core.conftest import Checkpoints, ManagerState
 
@@ -121,15 +123,55 @@ def test_a_corrupt_checkpoint(busy: ModelManager, tmp_path: Path) -> None:
     fails(SourceError, lambda: busy.load("new", path), "broken.pt", "not a readable")
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("empty.pt", b"", "empty (0 bytes)"),
+        ("junk.pt", b"hello, not a checkpoint", "not a torch checkpoint"),
+        ("empty.safetensors", b"", "it is empty"),
+        ("short.safetensors", b"\x10\x00", "only 2 bytes"),
+        ("long.safetensors", b"\xff" * 8 + b"{}", "header is longer than the file"),
+        ("text.safetensors", b"\x04\x00\x00\x00\x00\x00\x00\x00nope", "not the JSON"),
+    ],
+)
+def test_an_empty_or_broken_checkpoint_file_is_refused_before_anything_changes(
+    busy: ModelManager, tmp_path: Path, name: str, content: bytes, fragment: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    fails(SourceError, lambda: busy.load("new", path), name, fragment)
+    fails(SourceError, lambda: busy.load("keep", path, reload=True), name, fragment)  # keeps what was loaded
+
+
+def test_a_broken_pickle_checkpoint_is_named_as_such_not_as_unsafe(busy: ModelManager, tmp_path: Path) -> None:
+    path = tmp_path / "legacy.pt"
+    path.write_bytes(b"\x80\x02 truncated pickle")  # torch's pre-zip format: only loading it can tell
+    error = fails(SourceError, lambda: busy.load("new", path), "loading 'new' from", "not a readable torch checkpoint")
+    assert not isinstance(error, UnsafeCheckpointError)
+
+
+def test_a_truncated_zip_checkpoint(busy: ModelManager, checkpoints: Checkpoints, tmp_path: Path) -> None:
+    path = tmp_path / "truncated.pt"
+    data = checkpoints.state_dict_pt.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    fails(SourceError, lambda: busy.load("new", path, arch=checkpoints.arch), "truncated.pt", "broken zip archive")
+
+
+def test_keywords_for_a_checkpoint_without_arch_fail_before_a_reload(
+    busy: ModelManager, checkpoints: Checkpoints
+) -> None:
+    fails(InvalidArgumentError, lambda: busy.load("keep", checkpoints.safetensors, hidden=4, reload=True), "arch=")
+
+
 def test_a_state_dict_that_does_not_fit_the_architecture(busy: ModelManager, checkpoints: Checkpoints) -> None:
-    error = fails(
-        ModelLoadError,
+    fails(
+        SourceError,
         lambda: busy.load("new", checkpoints.other_arch_pt, arch=checkpoints.arch),
-        "'new'",
+        "loading 'new' from",
         "other.pt",
         "does not fit",
+        "Missing key(s)",
     )
-    assert error.__cause__ is not None
 
 
 def test_an_arch_that_is_not_a_factory(busy: ModelManager, checkpoints: Checkpoints) -> None:
@@ -195,7 +237,24 @@ def test_a_loader_that_returns_none(busy: ModelManager) -> None:
 
 
 def test_a_loader_given_keywords_it_does_not_take(busy: ModelManager) -> None:
-    fails(ModelLoadError, lambda: busy.load("new", "demo:mlp", colour="red"), "'new'", "colour")
+    error = fails(UnknownKeywordError, lambda: busy.load("new", "demo:mlp", colour="red"), "'colour'", "hidden")
+    assert isinstance(error, TypeError) and isinstance(error, InvalidArgumentError)
+    fails(UnknownKeywordError, lambda: busy.register("new", "demo:mlp", colour="red"), "'colour'")
+    fails(UnknownKeywordError, lambda: busy.load("keep", "demo:mlp", colour="red", reload=True), "'colour'")
+
+
+def test_a_factory_without_a_keyword_it_needs(busy: ModelManager) -> None:
+    def needs(hidden: int) -> torch.nn.Module:
+        return torch.nn.Linear(hidden, 2)
+
+    fails(InvalidArgumentError, lambda: busy.load("new", needs), "needs", "'hidden'")
+
+
+def test_a_loader_whose_keywords_cannot_be_known_fails_at_the_call(busy: ModelManager) -> None:
+    def anything(**kwargs: Any) -> torch.nn.Module:
+        return torch.nn.Linear(**kwargs)
+
+    fails(ModelLoadError, lambda: busy.load("new", anything, colour="red"), "'new'", "unexpected keyword", "colour")
 
 
 def test_the_name_loads_fine_after_a_failure(busy: ModelManager) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,24 +135,93 @@ def test_auto_class_and_dtype_are_honoured(manager: ModelManager, bert_folder: P
     assert "float64" in dtypes and "float32" not in dtypes  # int64 position ids stay integers
 
 
-def test_a_config_naming_a_missing_class_is_a_source_error(manager: ModelManager, tmp_path: Path) -> None:
+def test_a_config_naming_a_missing_class_is_a_source_error(
+    manager: ModelManager, bert_folder: Path, tmp_path: Path
+) -> None:
     folder = tmp_path / "odd"
-    folder.mkdir()
-    config = tiny_bert_config().to_dict()  # type: ignore[attr-defined]
+    shutil.copytree(bert_folder, folder)
+    config = json.loads((folder / "config.json").read_text())
     config["architectures"] = ["NoSuchModelClass"]
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(SourceError, match="NoSuchModelClass"):
+    with pytest.raises(SourceError, match=r"loading 'odd' from .*NoSuchModelClass"):
         manager.load("odd", folder)
     assert "odd" not in manager and manager.loading() == []
 
 
-def test_a_folder_without_weights_fails_without_going_online(manager: ModelManager, tmp_path: Path) -> None:
+def test_a_folder_without_weights_is_refused_before_anything_loads(manager: ModelManager, tmp_path: Path) -> None:
     folder = tmp_path / "config-only"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(tiny_bert_config().to_dict()))  # type: ignore[attr-defined]
-    with pytest.raises(ModelLoadError, match=r"'empty'.*no file named model\.safetensors"):
+    with pytest.raises(SourceError, match=r"'config-only' has a config.json but no weights.*save_pretrained"):
         manager.load("empty", folder)
     assert "empty" not in manager and manager.loading() == []
+
+
+@pytest.mark.parametrize("broken", ["{not json", "", '["a list, not a config"'])
+def test_a_broken_config_json_is_a_one_line_source_error(
+    manager: ModelManager, bert_folder: Path, tmp_path: Path, broken: str
+) -> None:
+    folder = tmp_path / "broken"
+    shutil.copytree(bert_folder, folder)
+    (folder / "config.json").write_text(broken)
+    with pytest.raises(SourceError, match=r"broken/config.json is not valid JSON") as caught:
+        manager.register("bert", folder)
+    assert "\n" not in str(caught.value)
+    assert manager.registered() == []
+
+
+def test_a_broken_modules_json_is_a_one_line_source_error(
+    manager: ModelManager, sentence_folder: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "broken-st"
+    shutil.copytree(sentence_folder, folder)
+    (folder / "modules.json").write_text('[{"idx": 0, "path": ""')
+    with pytest.raises(SourceError, match=r"broken-st/modules.json is not valid JSON"):
+        manager.load("st", folder)
+    (folder / "modules.json").write_text('[{"idx": 0, "name": "0", "path": "nowhere", "type": "x.Transformer"}]')
+    with pytest.raises(SourceError, match=r"modules.json names the folder 'nowhere', which is missing"):
+        manager.load("st", folder)
+    assert "st" not in manager
+
+
+def test_corrupt_weights_in_a_folder_fail_with_the_model_named(
+    manager: ModelManager, bert_folder: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "corrupt"
+    shutil.copytree(bert_folder, folder)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelLoadError, match=r"loading 'corrupt' from .*corrupt failed") as caught:
+        manager.load("corrupt", folder)
+    assert "\n" not in str(caught.value)
+    assert "corrupt" not in manager and manager.loading() == []
+
+
+FIRST_LOAD = """
+import json, sys
+from nbmodels import ModelManager
+mgr = ModelManager()
+mgr.load("warm", "demo:mlp")  # torch and the manager set up, as in a session that loaded something already
+mgr.load("bert", sys.argv[1])
+info = mgr.info("bert")
+print(json.dumps({"rss_delta": info.rss_delta, "bytes": info.total_bytes}))
+"""
+
+
+@pytest.mark.parametrize("folder", ["bert_folder", "sentence_folder"])
+def test_a_first_hugging_face_load_is_not_charged_the_import_of_transformers(
+    request: pytest.FixtureRequest, folder: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_LOAD, str(request.getfixturevalue(folder))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # The model has ~0.1 MiB of weights; importing transformers (or sentence-transformers) costs 150-200 MiB.
+    assert result["rss_delta"] < 40 * 1024 * 1024, result
 
 
 def test_a_sentence_transformers_folder_loads_through_modules_json(

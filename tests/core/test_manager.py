@@ -6,10 +6,12 @@ import gc
 import sys
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 import nbmodels
 from nbmodels import (
@@ -21,7 +23,7 @@ from nbmodels import (
     ReleaseReport,
     get_manager,
 )
-from nbmodels.errors import InvalidArgumentError
+from nbmodels.errors import InvalidArgumentError, ModelLoadError, NbModelsError, SourceError
 
 
 def tiny(width: int = 4) -> torch.nn.Module:
@@ -109,9 +111,10 @@ def test_a_hit_with_the_same_explicit_settings_is_no_conflict(manager: ModelMana
 @pytest.mark.parametrize(
     ("ask", "named"),
     [
-        ({"source": "demo:transformer"}, "demo:transformer"),
-        ({"source": "demo:mlp", "hidden": 16}, "keywords"),
-        ({"dtype": "float64"}, "dtype"),
+        ({"source": "demo:transformer"}, "it came from demo:mlp, this asks for demo:transformer"),
+        ({"source": "demo:mlp", "hidden": 16}, "it was loaded with hidden=8, this asks for hidden=16"),
+        ({"dtype": "float64"}, "it is float32, this asks for float64"),
+        ({"device": "meta"}, "it is on cpu, this asks for meta"),
     ],
 )
 def test_asking_for_a_loaded_name_differently_is_a_conflict(
@@ -122,6 +125,7 @@ def test_asking_for_a_loaded_name_differently_is_a_conflict(
         manager.load("m", **ask)
     message = str(caught.value)
     assert named in message
+    assert "None" not in message and "(loaded from" not in message
     assert "reload=True" in message
     assert manager.get("m") is model  # untouched
     assert len(manager) == 1
@@ -222,7 +226,7 @@ def test_move_changes_the_device_and_the_accounting(manager: ModelManager) -> No
     assert all(p.device.type == "meta" for p in manager.get("m").parameters())
     assert manager.get("m") is model  # nn.Module.to moves in place
     assert manager.load("m", device="meta") is model  # the new placement is the loaded setting
-    with pytest.raises(ModelConflictError, match="device 'cpu'"):
+    with pytest.raises(ModelConflictError, match="it is on meta, this asks for cpu"):
         manager.load("m", device="cpu")
 
 
@@ -465,3 +469,55 @@ def test_release_report_text_and_html(manager: ModelManager) -> None:
     assert html.startswith('<ul class="nbmodels-report">') and "kept is still alive" in html
     assert report.rss_freed == report.rss_before - report.rss_after
     del kept
+
+
+def test_a_reload_whose_source_cannot_work_keeps_the_loaded_model(manager: ModelManager, tmp_path: Path) -> None:
+    model = manager.load("m", "demo:mlp", hidden=8)
+    before = manager.info("m")
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"")
+    for source, keywords in [(broken, {}), ("demo:mlp", {"hiden": 8}), ("demo:nosuch", {}), (tmp_path / "no.pt", {})]:
+        with pytest.raises(NbModelsError):
+            manager.load("m", source, reload=True, **keywords)
+    with pytest.raises(InvalidArgumentError):
+        manager.load("m", device="gpu", reload=True)
+    assert manager.info("m") == before  # the same load, not one use more
+    assert manager.get("m") is model
+
+
+def test_a_reload_that_fails_in_its_loader_says_the_old_model_is_gone(manager: ModelManager) -> None:
+    old = weakref.ref(manager.load("m", "demo:mlp", hidden=8))
+
+    def broken() -> nn.Module:
+        raise OSError("the weights are on a disk that is gone")
+
+    with pytest.raises(ModelLoadError) as caught:
+        manager.load("m", broken, reload=True)
+    message = str(caught.value)
+    assert "loading 'm' from" in message and "disk that is gone" in message
+    assert message.endswith("the reload released the previous 'm', so it is no longer loaded")
+    assert "m" not in manager and old() is None
+
+
+def test_errors_raised_inside_a_loader_name_the_model(manager: ModelManager) -> None:
+    def inner() -> nn.Module:
+        return manager.load("inner", "demo:mlp", layers=0)
+
+    with pytest.raises(InvalidArgumentError) as caught:
+        manager.load("outer", inner)
+    assert str(caught.value).startswith("loading 'outer' from ")
+    assert "loading 'inner' from demo:mlp: demo:mlp needs layers >= 1" in str(caught.value)
+    assert len(manager) == 0 and manager.loading() == []
+
+
+def test_a_reload_note_after_a_message_that_ends_in_a_full_stop_reads_as_one_sentence(
+    manager: ModelManager,
+) -> None:
+    manager.load("m", "demo:mlp", hidden=8)
+
+    def broken() -> nn.Module:
+        raise SourceError("the file ends early.")
+
+    with pytest.raises(SourceError) as caught:
+        manager.load("m", broken, reload=True)
+    assert "the file ends early; the reload released the previous 'm'" in str(caught.value)

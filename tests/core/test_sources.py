@@ -147,6 +147,10 @@ def test_demo_keywords_are_checked(manager: ModelManager) -> None:
         manager.load("m", "demo:mlp", layers=0)
     with pytest.raises(InvalidArgumentError, match="size_mb > 0"):
         manager.load("m", "demo:transformer", size_mb=-1)
+    # What a --kw typo gives the loader: text, infinity, a negative count, a bool, a float count.
+    for keywords in ({"size_mb": "abc"}, {"size_mb": float("inf")}, {"hidden": -5}, {"hidden": True}, {"layers": 2.5}):
+        with pytest.raises(InvalidArgumentError, match=r"loading 'm' from demo:mlp: demo:mlp needs \w+ "):
+            manager.load("m", "demo:mlp", **keywords)
     with pytest.raises(InvalidArgumentError, match="divisible by heads"):
         manager.load("m", "demo:transformer", d_model=10, heads=4)
     assert len(manager) == 0 and manager.loading() == []

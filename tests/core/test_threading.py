@@ -426,3 +426,69 @@ def test_naming_a_holder_in_another_thread_does_not_become_a_holder(manager: Mod
         join([thread])
     assert isinstance(outcome.error, ValueError)
     assert ref() is None, "the holder search left a reference behind"
+
+
+# --- loads in flight are visible -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", [None, OSError("disk gone")], ids=["loads", "fails"])
+def test_a_load_without_a_source_waits_for_the_load_in_flight(
+    manager: ModelManager, loaders: list[BlockedLoader], failure: BaseException | None
+) -> None:
+    slow = blocked(loaders, raise_on_release=failure)
+    owner, owner_outcome = start_load(manager, "slow", slow)
+    assert slow.started.wait(BOUND)
+    waiter, waiter_outcome = start_load(manager, "slow", None)  # mgr.load("slow"): no source, not registered
+    wait_until_waiting([waiter])
+    slow.release.set()
+    join([owner, waiter])
+    assert slow.calls == 1
+    if failure is None:  # a hit on what the load in flight made
+        assert owner_outcome.error is None and waiter_outcome.error is None
+        assert waiter_outcome.value is owner_outcome.value and manager.info("slow").hits == 1
+    else:  # the error of the load it waited for, not "no such model"
+        assert isinstance(waiter_outcome.error, ModelLoadError) and "disk gone" in str(waiter_outcome.error)
+        assert "slow" not in manager and manager.loading() == []
+
+
+def test_cleanup_wait_waits_for_the_loads_in_flight_then_releases_them(
+    manager: ModelManager, loaders: list[BlockedLoader]
+) -> None:
+    manager.load("done", tiny)
+    slow = blocked(loaders)
+    thread = threading.Thread(target=lambda: manager.load("slow", slow) and None, daemon=True)  # keeps nothing
+    thread.start()
+    assert slow.started.wait(BOUND)
+    reports: list[Any] = []
+    cleaner = threading.Thread(target=lambda: reports.append(manager.cleanup(wait=True)), daemon=True)
+    cleaner.start()
+    # The cleanup waits on the load: it has released nothing yet, and returns only after the load.
+    for _ in range(int(BOUND * 100)):
+        frame = sys._current_frames().get(cleaner.ident or -1)
+        names = []
+        while frame is not None:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        if "_wait_for_loads" in names and "wait" in names:
+            break
+        threading.Event().wait(0.01)
+    assert cleaner.is_alive() and "done" in manager and reports == []
+    slow.release.set()
+    join([thread, cleaner])
+    report = reports[0]
+    assert sorted(report.released) == ["done", "slow"] and report.pending == ()
+    assert report.ok, str(report)
+    assert len(manager) == 0 and manager.loading() == []
+
+
+def test_cleanup_wait_inside_a_loader_does_not_wait_for_itself(manager: ModelManager) -> None:
+    manager.load("other", tiny)
+    reports: list[Any] = []
+
+    def loader() -> torch.nn.Module:
+        reports.append(manager.cleanup(wait=True))
+        return tiny()
+
+    run_bounded(lambda: manager.load("self", loader), BOUND)
+    assert reports[0].released == ("other",) and reports[0].pending == ("self",)
+    assert "self" in manager

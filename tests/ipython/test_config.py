@@ -74,3 +74,19 @@ def test_profile_config_beats_the_environment(ip: InteractiveShell, monkeypatch:
     ip.run_line_magic("load_ext", "nbmodels")
     session = current_session(ip)
     assert session is not None and session.settings.default_dtype == "bf16"
+
+
+def test_a_bad_environment_value_that_the_profile_overrides_is_not_warned_about(
+    ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NBMODELS_DEVICE", "gpu")
+    monkeypatch.setenv("NBMODELS_SHUTDOWN_TIMEOUT", "forever")
+    ip.run_line_magic("unload_ext", "nbmodels")
+    ip.config.NBModels.default_device = "cpu"
+    capsys.readouterr()
+    ip.run_line_magic("load_ext", "nbmodels")
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["nbmodels: NBMODELS_SHUTDOWN_TIMEOUT='forever' is not a number from 0.05 to 30; using 2"]
+    session = current_session(ip)
+    assert session is not None and session.settings.load_defaults() == {"device": "cpu"}
+    assert session.settings.origin("default_device") == "NBModels.default_device"

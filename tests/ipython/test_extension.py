@@ -14,9 +14,10 @@ from types import FrameType
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from nbmodels import ModelManager, ReleaseReport
+from nbmodels import ModelManager
 from nbmodels.ipython import completion, extension
 from nbmodels.ipython.config import NBModels
+from nbmodels.ipython.views import SilenceBareActions
 
 MAGICS = ("load_model", "list_models", "models", "model_info", "unload_model", "model_cleanup")
 
@@ -41,7 +42,6 @@ def bare_shell(mgr: ModelManager) -> Iterator[InteractiveShell]:
 
 
 def snapshot(shell: InteractiveShell) -> dict[str, object]:
-    printers = shell.display_formatter.ipython_display_formatter.type_printers
     return {
         "magics": sorted(name for name in MAGICS if name in shell.magics_manager.magics["line"]),
         "registry": "NBModelsMagics" in shell.magics_manager.registry,
@@ -50,7 +50,7 @@ def snapshot(shell: InteractiveShell) -> dict[str, object]:
         ),
         "configurables": sum(isinstance(c, NBModels) for c in shell.configurables),
         "sigterm": signal.getsignal(signal.SIGTERM),
-        "printer": ReleaseReport in printers,
+        "silencer": sum(isinstance(t, SilenceBareActions) for t in shell.ast_transformers),
         "session": extension.current_session(shell) is not None,
     }
 
@@ -60,7 +60,7 @@ def test_unload_removes_everything_and_load_again_works(bare_shell: InteractiveS
     assert before["magics"] == [] and before["sigterm"] is previous_handler
     bare_shell.run_line_magic("load_ext", "nbmodels")
     loaded = snapshot(bare_shell)
-    assert loaded["magics"] == sorted(MAGICS) and loaded["registry"] and loaded["printer"]
+    assert loaded["magics"] == sorted(MAGICS) and loaded["registry"] and loaded["silencer"] == 1
     assert loaded["matchers"] == 1 and loaded["configurables"] == 1 and loaded["session"]
     assert loaded["sigterm"] is not previous_handler
 

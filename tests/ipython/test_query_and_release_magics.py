@@ -81,13 +81,17 @@ def test_unload_shows_the_report_once_and_returns_it(
 ) -> None:
     load_two(ip)
     capsys.readouterr()
-    report = run(ip, "%unload_model clf")
-    assert isinstance(report, ReleaseReport) and report.released == ("clf",) and report.ok
+    assert run(ip, "%unload_model clf") is None  # bare: shown by the magic, nothing for Out
     out = capsys.readouterr().out
-    assert out.count("released 1 model(s): clf") == 1  # displayed by the magic, not again as Out
+    assert out.count("released 1 model(s): clf") == 1 and "Out[" not in out
     assert "freed (storages that died): cpu" in out
     assert "clf" not in mgr and "lm" in mgr
-    assert ip.user_ns["_"] is report  # still data in the history
+    run(ip, "r = %unload_model lm")
+    report = ip.user_ns["r"]
+    assert isinstance(report, ReleaseReport) and report.released == ("lm",) and report.ok  # still data
+    assert capsys.readouterr().out.count("released 1 model(s): lm") == 1
+    run(ip, "r")  # and shown on purpose, as any value
+    assert "released 1 model(s): lm" in capsys.readouterr().out
 
 
 def test_cleanup_releases_everything_and_is_idempotent(
@@ -107,9 +111,10 @@ def test_cleanup_quiet_shows_nothing_when_all_is_freed(
 ) -> None:
     load_two(ip)
     capsys.readouterr()
-    report = run(ip, "%model_cleanup --quiet")
+    run(ip, "report = %model_cleanup --quiet")
+    report = ip.user_ns["report"]
     assert isinstance(report, ReleaseReport) and len(report.released) == 2
-    assert "released" not in capsys.readouterr().out
+    assert capsys.readouterr().out == ""
 
 
 def test_cleanup_quiet_still_shows_a_model_that_is_held(
@@ -139,7 +144,7 @@ class RecordingManager(ModelManager):
         return super().cleanup(**options)
 
 
-def test_force_allow_and_dry_run_are_passed_as_asked(ip: InteractiveShell) -> None:
+def test_release_options_are_passed_as_asked(ip: InteractiveShell) -> None:
     manager = RecordingManager()
     magics = NBModelsMagics(ip, manager=lambda: manager)
     manager.load("a", "demo:mlp")
@@ -149,13 +154,18 @@ def test_force_allow_and_dry_run_are_passed_as_asked(ip: InteractiveShell) -> No
     magics.unload_model("b --force --allow pair --allow results[0]")
     magics.model_cleanup("--quiet")
     magics.model_cleanup("--force --quiet")
+    magics.model_cleanup("--wait --quiet")
+    manager.load("a", "demo:mlp")
+    magics.unload_model("a --force --allow 'results[0]'")  # quoted as in a shell
     plain = {"force": False, "allow": (), "dry_run": False}
     assert manager.calls == [
         ("unload", {**plain, "dry_run": True}),
         ("unload", plain),
         ("unload", {**plain, "force": True, "allow": ("pair", "results[0]")}),
-        ("cleanup", plain),
-        ("cleanup", {**plain, "force": True}),
+        ("cleanup", {**plain, "wait": False}),
+        ("cleanup", {**plain, "force": True, "wait": False}),
+        ("cleanup", {**plain, "wait": True}),
+        ("unload", {**plain, "force": True, "allow": ("results[0]",)}),
     ]
 
 
@@ -167,7 +177,7 @@ def test_force_allow_and_dry_run_are_passed_as_asked(ip: InteractiveShell) -> No
         ("models", ["Alias"]),
         ("model_info", ["name"]),
         ("unload_model", ["--force", "ReleaseReport"]),
-        ("model_cleanup", ["--force", "--quiet"]),
+        ("model_cleanup", ["--force", "--quiet", "--wait"]),
     ],
 )
 def test_question_mark_shows_the_help(

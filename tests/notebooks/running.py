@@ -15,7 +15,12 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 def execute(name: str, tmp_path: Path, **env: str) -> nbformat.NotebookNode:
     """Run ``notebooks/<name>`` top to bottom in ``tmp_path``; a cell error raises and fails the test."""
-    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    return execute_notebook(nbformat.read(NOTEBOOKS / name, as_version=4), tmp_path, **env)
+
+
+def execute_notebook(notebook: nbformat.NotebookNode, tmp_path: Path, **env: str) -> nbformat.NotebookNode:
+    """Run ``notebook`` (made by a test) in ``tmp_path``; a cell error raises unless the cell is tagged
+    ``raises-exception``."""
     client = NotebookClient(
         notebook,
         timeout=180,
