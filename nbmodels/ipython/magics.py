@@ -346,12 +346,30 @@ class NBModelsMagics(Magics):
 
     @line_magic
     @magic_arguments()
+    @argument(
+        "--refresh",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between live memory readings while shown (default 2; 0: only on changes)",
+    )
     def model_panel(self, line: str) -> None:
-        """Show the live model panel: memory per device, the loaded models, load, unload and clean-up buttons."""
-        parse_line(self.model_panel, "model_panel", line)
-        from nbmodels.widgets.panel import ModelPanel  # ipywidgets is imported only now
+        """Show the live model panel: memory per device, the loaded models, load, unload and clean-up buttons.
 
-        display(ModelPanel(self.manager))
+        Running the cell again replaces the panel it showed before (that one is
+        closed and stops following the manager).
+        """
+        args = parse_line(self.model_panel, "model_panel", line)
+        from traitlets import TraitError
+
+        from nbmodels.widgets.panel import DEFAULT_REFRESH_S, ModelPanel  # ipywidgets is imported only now
+
+        interval = DEFAULT_REFRESH_S if args.refresh is None else args.refresh
+        try:
+            panel = ModelPanel(self.manager, refresh_interval=interval)
+        except TraitError as exc:  # a bad --refresh
+            _usage("model_panel", f"--refresh: {one_line(exc)}")
+        display(panel)  # a later run of this cell closes it (see nbmodels.widgets.cells)
 
 
 __all__ = ["NBModelsMagics", "literal", "parse_keywords", "parse_line"]
