@@ -39,6 +39,7 @@ from nbmodels.errors import (
 )
 from nbmodels.ipython.config import NBModels
 from nbmodels.ipython.handle import ModelHandle
+from nbmodels.ipython.progress import with_progress
 from nbmodels.ipython.views import EchoGuard, ModelDetails, ModelTable, display
 
 T = TypeVar("T")
@@ -258,14 +259,17 @@ class NBModelsMagics(Magics):
                 placement[key] = placement[key] or value
         model = self._call(
             "load_model",
-            lambda: manager.load(
+            with_progress(  # a bar in the notebook while a load takes more than a second
                 args.name,
-                args.source,
-                trust=args.trust,
-                pin=args.pin,
-                reload=args.reload,
-                **placement,
-                **keywords,
+                lambda: manager.load(
+                    args.name,
+                    args.source,
+                    trust=args.trust,
+                    pin=args.pin,
+                    reload=args.reload,
+                    **placement,
+                    **keywords,
+                ),
             ),
             name=args.name,
         )
