@@ -243,3 +243,13 @@ def test_a_load_in_flight_shows_its_elapsed_time(manager: ModelManager) -> None:
         assert eventually(lambda: not panel.live)  # nothing in flight, live memory off: the timer stops
     finally:
         panel.close()
+
+
+def test_nbmodels_panel_takes_the_refresh_interval(manager: ModelManager) -> None:
+    import nbmodels
+
+    panel = nbmodels.panel(manager, refresh_interval=0.5)
+    try:
+        assert isinstance(panel, ModelPanel) and panel.refresh_interval == 0.5
+    finally:
+        panel.close()
