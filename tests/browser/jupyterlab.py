@@ -23,7 +23,7 @@ import psutil
 START_TIMEOUT = 90.0
 
 
-FRONT_ENDS = ("lab", "notebook")
+FRONT_ENDS = ("lab", "notebook")  # the front ends a user works in; Voilà ("voila") serves a notebook as an app
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,14 @@ class Lab:
     token: str
     root: Path
     log: Path
-    front_end: str = "lab"  # "lab" (JupyterLab 4) or "notebook" (Notebook 7)
+    front_end: str = "lab"  # "lab" (JupyterLab 4), "notebook" (Notebook 7) or "voila"
 
     def tree(self, path: str) -> str:
         """The URL that opens the notebook at ``path`` in this front end."""
         if self.front_end == "notebook":
             return f"{self.url}/notebooks/{path}?token={self.token}"
+        if self.front_end == "voila":
+            return f"{self.url}/voila/render/{path}?token={self.token}"
         return f"{self.url}/lab/tree/{path}?token={self.token}&reset"
 
 
@@ -88,12 +90,44 @@ def _front_end_options(front_end: str) -> list[str]:
 
 @contextlib.contextmanager
 def jupyterlab(root: Path, home: Path, front_end: str = "lab") -> Iterator[Lab]:
-    """Run ``python -m jupyter lab`` (or ``notebook``) on ``root`` until the block ends; the app is
-    exposed as ``window.jupyterapp`` so tests can run commands instead of hunting for menus."""
+    """Run ``python -m jupyter lab`` (or ``notebook``, or ``voila``) on ``root`` until the block ends.
+
+    JupyterLab and Notebook 7 expose their app as ``window.jupyterapp``, so tests can run commands
+    instead of hunting for menus; Voilà serves each notebook of ``root`` as an app."""
     port, token = free_port(), secrets.token_hex(16)
     home.mkdir(parents=True, exist_ok=True)
     log = home / f"jupyter-{front_end}.log"
-    command = [
+    url = f"http://127.0.0.1:{port}"
+    status_url = f"{url}/api/status?token={token}"
+    if front_end == "voila":
+        command = [
+            sys.executable,
+            "-m",
+            "voila",
+            "--no-browser",
+            "--Voila.ip=127.0.0.1",
+            f"--port={port}",
+            "--Voila.port_retries=0",
+            f"--token={token}",
+            str(root),
+        ]
+        status_url = f"{url}/voila/static/favicon.ico"  # answers without starting a kernel
+    else:
+        command = _server_command(front_end, root, port, token)
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, cwd=root, env=isolated_env(home), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_until_up(process, status_url, log)
+        yield Lab(url=url, token=token, root=root, log=log, front_end=front_end)
+    finally:
+        _kill_group(process)
+        _kill_kernels(home / "runtime")
+
+
+def _server_command(front_end: str, root: Path, port: int, token: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "jupyter",
@@ -109,17 +143,6 @@ def jupyterlab(root: Path, home: Path, front_end: str = "lab") -> Iterator[Lab]:
         "--ServerApp.shutdown_no_activity_timeout=600",
         "--MappingKernelManager.cull_idle_timeout=0",
     ]
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, cwd=root, env=isolated_env(home), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_up(process, f"{url}/api/status?token={token}", log)
-        yield Lab(url=url, token=token, root=root, log=log, front_end=front_end)
-    finally:
-        _kill_group(process)
-        _kill_kernels(home / "runtime")
 
 
 def _wait_until_up(process: subprocess.Popen[bytes], status_url: str, log: Path) -> None:

@@ -1,5 +1,5 @@
 """End to end: notebooks/panel.ipynb in JupyterLab 4 and in Notebook 7, driven in Debian's Chromium by
-Playwright, used the way a new user uses it.
+Playwright, used the way a new user uses it; and once as a Voilà app.
 
 Runs the notebook; loads a 128 MiB demo model from the panel's form; tries options that clash with the
 form and a name that is already loaded; holds the model in a variable, unloads it, reads on its row what
@@ -61,18 +61,26 @@ def _require_browser() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(params=FRONT_ENDS)
-def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
+def _serve(tmp_path: Path, front_end: str) -> Iterator[Lab]:
     _require_browser()
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / "panel.ipynb")
-    with jupyterlab(root, tmp_path / "jupyter", front_end=request.param) as server:
+    with jupyterlab(root, tmp_path / "jupyter", front_end=front_end) as server:
         yield server
 
 
+@pytest.fixture(params=FRONT_ENDS)
+def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
+    yield from _serve(tmp_path, request.param)
+
+
 @pytest.fixture
-def page(lab: Lab) -> Iterator[Page]:
+def voila(tmp_path: Path) -> Iterator[Lab]:
+    yield from _serve(tmp_path, "voila")
+
+
+def _browser_page() -> Iterator[Page]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -87,6 +95,16 @@ def page(lab: Lab) -> Iterator[Page]:
                 print("page errors:", *errors, sep="\n  ")
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(lab: Lab) -> Iterator[Page]:
+    yield from _browser_page()
+
+
+@pytest.fixture
+def app_page(voila: Lab) -> Iterator[Page]:
+    yield from _browser_page()
 
 
 _KERNEL_IDLE = """() => {
@@ -278,3 +296,22 @@ def test_the_panel_in_a_real_front_end(lab: Lab, page: Page, tmp_path: Path) -> 
     expect(tabbed.locator(".nbmodels-row-lm")).to_be_visible()
     expect(page.locator(".nbmodels-panel")).to_have_count(2)
     assert wait_for_state(page, panels=2, following=2)
+
+
+def test_the_panel_as_a_voila_app(voila: Lab, app_page: Page) -> None:
+    """Voilà runs the notebook and shows its outputs as an app: the panel renders and works there."""
+    from playwright.sync_api import expect
+
+    page = app_page
+    page.goto(voila.tree("panel.ipynb"))
+    panel = page.locator(".nbmodels-panel")
+    expect(panel).to_have_count(1)
+    expect(panel.locator(".nbmodels-row-lm")).to_be_visible()
+    assert cpu_used(panel) > 0
+    panel.locator(".nbmodels-name input").fill("tiny")
+    panel.locator(".nbmodels-load").click()
+    expect(panel.locator(".nbmodels-row-tiny")).to_be_visible()
+    expect(panel.locator(".nbm-status")).to_contain_text("loaded tiny: Sequential on cpu")
+    panel.locator(".nbmodels-row-lm .nbmodels-unload").click()
+    expect(panel.locator(".nbmodels-row-lm")).to_have_count(0)
+    expect(panel.locator(".nbm-status")).to_contain_text("released 1 model(s): lm")
