@@ -40,11 +40,14 @@ if TYPE_CHECKING:
     from nbmodels.widgets.panel import ModelPanel
 
 
-def panel(manager: ModelManager | None = None) -> ModelPanel:
-    """A live widget panel of loaded models and memory (imports ipywidgets only now)."""
+def panel(manager: ModelManager | None = None, *, refresh_interval: float = 2.0) -> ModelPanel:
+    """A live widget panel of loaded models and memory (an ipywidgets VBox; imports ipywidgets only now).
+
+    ``refresh_interval``: seconds between memory readings while it is shown (0: only on changes).
+    """
     from nbmodels.widgets.panel import ModelPanel
 
-    return ModelPanel(manager)
+    return ModelPanel(manager, refresh_interval=refresh_interval)
 
 
 __all__ = [

@@ -2,7 +2,8 @@
 
 This is what ``make demo`` runs. The notebook executes cell by cell in a fresh
 Jupyter kernel (this interpreter), its outputs are printed, and when the kernel
-stops the shutdown hook's JSON line is read back and shown.
+stops the shutdown hook's JSON line is read back and shown. The quickstart
+notebook ships inside the package, so this works from an installed wheel.
 """
 
 from __future__ import annotations
@@ -15,10 +16,59 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-QUICKSTART = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+QUICKSTART = Path(__file__).resolve().parent / "notebooks" / "quickstart.ipynb"
 CELL_TIMEOUT = 300
+PROG = "python -m nbmodels"
+DESCRIPTION = """\
+nbmodels: load models by name in Jupyter, see what they cost, and get the memory back.
+
+commands:
+  demo    run the quickstart notebook on a fresh Jupyter kernel (CPU demo models,
+          nothing to download), print each cell's output, then the record the
+          shutdown hook wrote when the kernel stopped
+  ps      every Jupyter kernel on this machine: its notebook, memory and models
+  free    ask one kernel (by kernel id prefix, pid or notebook) to release its models
+"""
+EPILOG = """\
+examples:
+  python -m nbmodels demo
+  python -m nbmodels demo --notebook my-notebook.ipynb
+  python -m nbmodels ps --json
+  python -m nbmodels free train.ipynb
+
+the demo needs the notebook extras: pip install 'nbmodels[notebook]'
+"""
+
+
+class UsageProblem(Exception):
+    """A mistake on the command line: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with every mistake as one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _read_notebook(path: Path) -> Any:
+    """The notebook at ``path``; a UsageProblem naming the problem when it is not one."""
+    import nbformat
+
+    if not path.exists():
+        raise UsageProblem(f"--notebook {path}: no such file")
+    if path.is_dir():
+        raise UsageProblem(f"--notebook {path}: is a folder; give a .ipynb file")
+    read: Any = nbformat.read  # untyped
+    try:
+        return read(path, as_version=4)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageProblem(f"--notebook {path}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+    except Exception as exc:  # nbformat's reader: not JSON, or not a notebook
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageProblem(f"--notebook {path}: not a Jupyter notebook ({first})") from None
 
 
 def _outputs_text(cell: Any) -> list[str]:
@@ -71,19 +121,19 @@ def _print_summary(record: dict[str, Any]) -> None:
 def demo(notebook: Path = QUICKSTART) -> int:
     """Execute ``notebook`` on a real kernel, print what happened, and the shutdown hook's record."""
     try:
-        import nbformat
+        import nbformat  # noqa: F401  (read by _read_notebook; checked here with the other extras)
         from nbclient import NotebookClient
         from nbclient.exceptions import CellExecutionError, CellTimeoutError
     except ImportError as exc:
-        print(f"the demo needs the notebook extras ({exc.name} is missing): pip install 'nbmodels[notebook]'")
+        print(
+            f"{PROG}: error: the demo needs the notebook extras ({exc.name} is missing): "
+            "pip install 'nbmodels[notebook]'",
+            file=sys.stderr,
+        )
         return 2
     from nbmodels.ipython.kernels import KERNEL_NAME, kernel_manager_class
 
-    if not notebook.is_file():
-        print(f"cannot find the quickstart notebook at {notebook} (run from a source checkout)")
-        return 2
-    read: Any = nbformat.read  # untyped
-    nb = read(notebook, as_version=4)
+    nb = _read_notebook(notebook)
     with tempfile.TemporaryDirectory(prefix="nbmodels-demo-") as tmp:
         log_path = Path(tmp) / "shutdown.jsonl"
         kernel_log = Path(tmp) / "kernel.log"
@@ -127,13 +177,27 @@ def main(argv: list[str] | None = None) -> int:
         from nbmodels.machine.cli import main as machine_main
 
         return machine_main(argv)
-    parser = argparse.ArgumentParser(prog="python -m nbmodels", description=__doc__)
-    parser.add_argument("command", choices=["demo", "ps", "free"], help="what to run (ps, free: see ps --help)")
-    parser.add_argument("--notebook", type=Path, default=QUICKSTART, help="the notebook to run (default: quickstart)")
+    parser = _Parser(
+        prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "command", choices=["demo", "ps", "free"], help="what to run: demo, or ps / free (see ps --help)"
+    )
+    parser.add_argument(
+        "--notebook",
+        type=Path,
+        default=QUICKSTART,
+        metavar="PATH",
+        help="the notebook the demo runs (default: the quickstart that ships with nbmodels)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
-    if args.command == "demo":
-        return demo(args.notebook)
+    try:
+        if args.command == "demo":
+            return demo(args.notebook)
+    except UsageProblem as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     return 2
 
 

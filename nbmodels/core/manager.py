@@ -10,10 +10,12 @@ one name call the loader once.
 from __future__ import annotations
 
 import builtins
+import inspect
 import logging
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -40,6 +42,7 @@ log = logging.getLogger("nbmodels")
 _SETTINGS = ("device", "dtype", "pin", "trust")
 
 Subscriber = Callable[[Event], None]
+_Subscription = Subscriber | weakref.ref[Any]  # weakref.ref: a weak subscriber (ref or WeakMethod)
 ReleaseHook = Callable[[Any], None]
 
 
@@ -200,7 +203,7 @@ class ModelManager:
         self._entries: dict[str, _Entry] = {}
         self._pending: dict[str, _Pending] = {}
         self._registry: dict[str, _Registration] = {}
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: list[_Subscription] = []
         self._used = False
         self._survivors: dict[str, list[Watch]] = {}  # released, still alive: weak references only
         self._holder_finders: list[HolderFinder] = []
@@ -706,26 +709,44 @@ class ModelManager:
 
     # --- events ---------------------------------------------------------------
 
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Call ``callback(event)`` on every change; returns a function that unsubscribes."""
-        return self._add_to(self._subscribers, callback)
+    def subscribe(self, callback: Subscriber, *, weak: bool = False) -> Callable[[], None]:
+        """Call ``callback(event)`` on every change; returns a function that unsubscribes.
+
+        ``weak=True`` holds the callback through a weak reference (a bound method
+        through ``WeakMethod``), so the manager never keeps a subscriber alive: one
+        dropped without unsubscribing (a forgotten panel) stops receiving events and
+        is forgotten at the next event. A weak callback must be kept alive by its
+        owner: a lambda passed with ``weak=True`` dies at once.
+        """
+        entry: _Subscription = callback
+        if weak:
+            entry = weakref.WeakMethod(callback) if inspect.ismethod(callback) else weakref.ref(callback)
+        return self._add_to(self._subscribers, entry)
 
     def _add_to(self, registry: builtins.list[Any], item: Any) -> Callable[[], None]:
-        """Append ``item`` to ``registry`` under the lock; return the function that takes it out again."""
+        """Append ``item`` to ``registry`` under the lock; return the function that takes it out again.
+
+        Removal is by identity: equal items added twice (one callback subscribed
+        twice) are taken out one each.
+        """
         with self._lock:
             registry.append(item)
 
         def remove() -> None:
             with self._lock:
-                if item in registry:
-                    registry.remove(item)
+                _remove_identical(registry, item)
 
         return remove
 
     def _emit(self, event: Event) -> None:
         with self._lock:
             subscribers = list(self._subscribers)
-        for callback in subscribers:
+        dead: builtins.list[_Subscription] = []
+        for entry in subscribers:
+            callback = entry() if isinstance(entry, weakref.ref) else entry
+            if callback is None:  # a weak subscriber that was dropped without unsubscribing
+                dead.append(entry)
+                continue
             try:
                 callback(event)
             except Exception:
@@ -734,6 +755,18 @@ class ModelManager:
                     event.kind,
                     traceback.format_exc(),
                 )
+            del callback  # hold a weak subscriber no longer than its call
+        if dead:
+            with self._lock:
+                for entry in dead:
+                    _remove_identical(self._subscribers, entry)
+
+
+def _remove_identical(registry: builtins.list[Any], item: Any) -> None:
+    for index, present in enumerate(registry):
+        if present is item:
+            del registry[index]
+            return
 
 
 def get_manager() -> ModelManager:

@@ -50,6 +50,7 @@ from nbmodels.errors import (
 )
 from nbmodels.ipython.config import NBModels
 from nbmodels.ipython.handle import ModelHandle
+from nbmodels.ipython.progress import with_progress
 from nbmodels.ipython.views import EchoGuard, ModelDetails, ModelTable, display
 
 T = TypeVar("T")
@@ -404,14 +405,17 @@ class NBModelsMagics(Magics):
         placement.update(self._default_placement(manager, args.name, placement))
         model = self._call(
             "load_model",
-            lambda: manager.load(
+            with_progress(  # a bar in the notebook while a load takes more than a second
                 args.name,
-                args.source,
-                trust=args.trust,
-                pin=args.pin,
-                reload=args.reload,
-                **placement,
-                **keywords,
+                lambda: manager.load(
+                    args.name,
+                    args.source,
+                    trust=args.trust,
+                    pin=args.pin,
+                    reload=args.reload,
+                    **placement,
+                    **keywords,
+                ),
             ),
             name=args.name,
         )
@@ -529,12 +533,30 @@ class NBModelsMagics(Magics):
 
     @line_magic
     @magic_arguments()
+    @argument(
+        "--refresh",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between live memory readings while shown (default 2; 0: only on changes)",
+    )
     def model_panel(self, line: str) -> None:
-        """Show the live model panel: memory per device, the loaded models, load, unload and clean-up buttons."""
-        parse_line(self.model_panel, "model_panel", line)
-        from nbmodels.widgets.panel import ModelPanel  # ipywidgets is imported only now
+        """Show the live model panel: memory per device, the loaded models, load, unload and clean-up buttons.
 
-        display(ModelPanel(self.manager))
+        Running the cell again replaces the panel it showed before (that one is
+        closed and stops following the manager).
+        """
+        args = parse_line(self.model_panel, "model_panel", line)
+        from traitlets import TraitError
+
+        from nbmodels.widgets.panel import DEFAULT_REFRESH_S, ModelPanel  # ipywidgets is imported only now
+
+        interval = DEFAULT_REFRESH_S if args.refresh is None else args.refresh
+        try:
+            panel = ModelPanel(self.manager, refresh_interval=interval)
+        except TraitError as exc:  # a bad --refresh
+            _usage("model_panel", f"--refresh: {one_line(exc)}")
+        display(panel)  # a later run of this cell closes it (see nbmodels.widgets.cells)
 
 
 __all__ = ["LoaderUsageError", "NBModelsMagics", "literal", "parse_keywords", "parse_line", "split_line"]

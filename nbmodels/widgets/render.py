@@ -13,6 +13,7 @@ from typing import Literal
 
 from nbmodels.core.memory import DeviceMemory, format_bytes
 from nbmodels.core.reports import ModelInfo, ReleaseReport
+from nbmodels.widgets.force import ForcePlan
 
 StatusKind = Literal["info", "busy", "ok", "warn", "error"]
 
@@ -168,10 +169,41 @@ def row_cells(info: ModelInfo, largest: int) -> str:
     return '<div class="nbm-cells">' + "".join(cells) + "</div>"
 
 
-def pending_cells(name: str) -> str:
+def elapsed_text(seconds: float | None) -> str:
+    """``loading…`` for the first second, then the time it has taken so far (``loading… 12 s``)."""
+    if seconds is None or seconds < 1.0:
+        return "loading…"
+    if seconds < 60:
+        return f"loading… {seconds:.0f} s"
+    return f"loading… {int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def pending_cells(name: str, seconds: float | None = None) -> str:
+    """A load in flight: its name and how long it has run (``seconds`` since it started, when known)."""
     return (
         f'<div class="nbm-cells"><div class="nbm-c nbm-name"><b>{_e(name)}</b></div>'
-        f'<div class="nbm-c nbm-pending-text nbm-busy" style="grid-column: span 9">loading…</div></div>'
+        f'<div class="nbm-c nbm-pending-text nbm-busy" style="grid-column: span 9">{_e(elapsed_text(seconds))}</div>'
+        "</div>"
+    )
+
+
+def held_cells(plan: ForcePlan | None, name: str, loaded_too: bool) -> str:
+    """A released model that something still holds: who holds it and what force would remove."""
+    if plan is None:
+        what, detail = "released, still held", "press Check to see what holds it and what force would remove"
+    else:
+        what = "released, still held" if plan.what == "the model" else f"released, {plan.what} still held"
+        held_by = ", ".join(plan.holders) or "a holder outside Python's view"
+        if plan.can_force:
+            detail = f"held by {held_by} · force would: {'; '.join(plan.actions)}"
+        else:
+            detail = f"held by {held_by} · force cannot free it: {plan.blocked}"
+    if loaded_too:
+        detail += f" · a new {name} is loaded: unload it first to free the old one"
+    return (
+        f'<div class="nbm-cells nbm-held"><div class="nbm-c nbm-name" title="{_e(name)}"><b>{_e(name)}</b>'
+        f'<span class="nbm-sub">{_e(what)}</span></div>'
+        f'<div class="nbm-c nbm-plan" style="grid-column: span 9" title="{_e(detail)}">{_e(detail)}</div></div>'
     )
 
 
@@ -196,8 +228,8 @@ def summary(infos: Sequence[ModelInfo], loading: Sequence[str]) -> str:
 def report_text(report: ReleaseReport) -> tuple[str, StatusKind]:
     """A release report as one status line; a warning when something survived or failed."""
     text = " · ".join(report.lines())
-    if report.still_alive and not report.forced:
-        text += " · in this panel: tick force, then Clean up all"
+    if any(alive.fix for alive in report.still_alive) and not report.forced:
+        text += " · its row below shows what force would remove: Force free runs it"
     return text, ("ok" if report.ok else "warn")
 
 

@@ -83,6 +83,13 @@ CSS = """
 .nbm-minibar i { display: block; height: 100%; border-radius: 2px; background: var(--nbm-accent); margin-left: auto; }
 .nbm-empty { color: var(--nbm-faint); font-style: italic; padding: 8px 0; }
 .nbm-pending-text { color: var(--nbm-muted); }
+.nbmodels-held { border-bottom: 1px solid var(--nbm-line); padding: 3px 0; align-items: center;
+  background: color-mix(in srgb, var(--nbm-warn) 6%, var(--nbm-bg)); }
+.nbm-held .nbm-sub { color: var(--nbm-warn); }
+.nbm-plan { white-space: normal; color: var(--nbm-fg); font-size: 12px; }
+.nbmodels-panel .jupyter-button.nbmodels-force-free { color: white; background: var(--nbm-warn); border: none; }
+.nbmodels-panel .jupyter-button.nbmodels-force-free:disabled { opacity: 0.5; }
+.nbmodels-panel .nbmodels-output { max-height: 240px; overflow: auto; }
 
 .nbmodels-actions { justify-content: flex-end; }
 .nbmodels-panel .jupyter-button.nbm-small { height: 24px; line-height: 22px; font-size: 12px; padding: 0 8px;

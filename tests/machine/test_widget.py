@@ -81,7 +81,7 @@ def test_an_unreadable_runtime_directory_is_shown_not_raised(machine: Machine) -
 
 def test_the_panel_has_the_section_and_closing_the_panel_stops_its_refresh(machine: Machine) -> None:
     panel = ModelPanel(ModelManager(), cuda_devices=0)
-    boxes = [w for w in panel.widget.children if "nbmodels-machine" in w._dom_classes]
+    boxes = [w for w in panel.children if "nbmodels-machine" in w._dom_classes]
     assert len(boxes) == 1
     deadline = time.monotonic() + 30
     while "kernel(s)" not in boxes[0].children[1].children[1].value:  # the first reading arrives in the background

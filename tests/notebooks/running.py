@@ -11,11 +11,18 @@ from nbclient import NotebookClient
 from nbmodels.ipython.kernels import KERNEL_NAME, kernel_manager_class
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+PACKAGED = Path(__file__).resolve().parents[2] / "nbmodels" / "notebooks"  # shipped in the wheel (the demo's)
+
+
+def notebook_path(name: str) -> Path:
+    """Where ``name`` is stored: ``notebooks/``, or inside the package for the ones the wheel ships."""
+    packaged = PACKAGED / name
+    return packaged if packaged.exists() else NOTEBOOKS / name
 
 
 def execute(name: str, tmp_path: Path, **env: str) -> nbformat.NotebookNode:
     """Run ``notebooks/<name>`` top to bottom in ``tmp_path``; a cell error raises and fails the test."""
-    return execute_notebook(nbformat.read(NOTEBOOKS / name, as_version=4), tmp_path, **env)
+    return execute_notebook(nbformat.read(notebook_path(name), as_version=4), tmp_path, **env)
 
 
 def execute_notebook(notebook: nbformat.NotebookNode, tmp_path: Path, **env: str) -> nbformat.NotebookNode:

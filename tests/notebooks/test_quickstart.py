@@ -1,4 +1,5 @@
-"""notebooks/quickstart.ipynb runs on a real kernel (nbclient), and ``python -m nbmodels demo`` summarises it."""
+"""The quickstart notebook (shipped in the wheel) runs on a real kernel (nbclient), and ``python -m nbmodels demo``
+summarises it."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.notebooks.running import NOTEBOOKS
+from tests.notebooks.running import NOTEBOOKS, PACKAGED
 
-ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
+ALL = sorted([*NOTEBOOKS.glob("*.ipynb"), *PACKAGED.glob("*.ipynb")])
 
 
 def test_the_three_notebooks_exist() -> None:

@@ -234,19 +234,16 @@ def test_cleanup_all_reports_what_came_back(manager: ModelManager, panel: ModelP
     assert panel.status_text.startswith("nothing to release")
 
 
-def test_a_held_model_is_reported_and_force_frees_it(manager: ModelManager, panel: ModelPanel) -> None:
+def test_cleanup_all_with_force_frees_a_held_model(manager: ModelManager, panel: ModelPanel) -> None:
     namespace: dict[str, Any] = {}  # a user namespace the holder search is taught about
     manager.add_holder_finder(lambda: [Site(namespace, remove=remove_key, command="del {key}")])
     manager.load("held", "demo:mlp", hidden=64)
     namespace["model"] = manager.get("held")
     model = weakref.ref(namespace["model"])
 
-    panel.rows["held"].unload_button.click()
+    panel.cleanup_button.click()  # without force: released, still held
     assert panel.status_kind == "warn"
     assert "held is still alive, held by: model" in panel.status_text
-    assert "tick force, then Clean up all" in panel.status_text
-    panel.cleanup_button.click()  # without force: checked again, still held
-    assert panel.status_kind == "warn"
     assert model() is not None
 
     panel.force.value = True
@@ -255,6 +252,7 @@ def test_a_held_model_is_reported_and_force_frees_it(manager: ModelManager, pane
     assert "model" not in namespace
     assert panel.status_kind == "ok", panel.status_text
     assert "force removed what held held: del model" in panel.status_text
+    assert panel.held == {}
 
 
 def test_closing_the_panel_unsubscribes_it(manager: ModelManager) -> None:
@@ -307,6 +305,99 @@ def test_nbmodels_panel_is_a_displayable_widget(manager: ModelManager) -> None:
     try:
         assert isinstance(view, ModelPanel)
         bundle = view._repr_mimebundle_()
-        assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == view.widget.model_id
+        assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == view.model_id
     finally:
         view.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("device='cpu'", "device is chosen with the device menu, not in the options"),
+        ("device=cpu", "device is chosen with the device menu"),
+        ("name='other'", "name is chosen with the name box"),
+        ("source='demo:mlp'", "source is chosen with the source box"),
+        ("on_release=print", "only the Python API can pass"),
+        ("size_mb=1e309", "option size_mb=1e309 is not a finite number"),
+        ("size_mb=float('nan')", "option 'size_mb' must be a literal"),
+        ("size_mb=-1e400", "option size_mb=-1e400 is not a finite number"),
+    ],
+)
+def test_options_that_clash_with_the_form_or_are_bad_are_one_status_line(
+    manager: ModelManager, panel: ModelPanel, options: str, message: str
+) -> None:
+    panel.name.value, panel.source.value, panel.options.value = "m", "demo:mlp", options
+    panel.load_button.click()
+    assert panel.wait(WAIT)
+    assert panel.status_kind == "error"
+    assert message in panel.status_text
+    assert "\n" not in panel.status_text
+    assert len(manager) == 0 and manager.loading() == []
+
+
+def test_a_bad_option_value_names_what_the_form_passed(manager: ModelManager, panel: ModelPanel) -> None:
+    panel.name.value, panel.source.value, panel.options.value = "m", "demo:mlp", "size_mb=abc"
+    panel.load_button.click()
+    assert panel.wait(WAIT)
+    assert panel.status_kind == "error"
+    assert "loading 'm' from demo:mlp: demo:mlp needs size_mb > 0" in panel.status_text
+    assert "options given: size_mb='abc'" in panel.status_text  # the bare word became a string
+    assert len(manager) == 0
+
+
+def test_loading_a_loaded_name_says_so_and_never_stays_loading(manager: ModelManager, panel: ModelPanel) -> None:
+    panel.name.value, panel.source.value = "m", "demo:mlp"
+    panel.load_button.click()
+    assert panel.wait(WAIT)
+    assert panel.status_kind == "ok"
+    hits = manager.info("m").hits
+    for source in ("demo:mlp", ""):  # again with the source, then by name alone
+        panel.source.value = source
+        panel.load_button.click()
+        assert panel.wait(WAIT)
+        assert panel.status_kind == "info", panel.status_text
+        assert panel.status_text.startswith("already loaded: m: Sequential on cpu")
+        assert "unload it first" in panel.status_text
+    assert manager.info("m").hits == hits + 2
+    assert list(panel.rows) == ["m"]
+
+
+def test_the_form_loads_a_name_a_magic_or_the_api_loaded(manager: ModelManager, panel: ModelPanel) -> None:
+    manager.load("m", "demo:mlp", hidden=8)  # no device given, as %load_model m demo:mlp does
+    panel.name.value = "m"
+    assert panel.device.value == "auto"
+    panel.load_button.click()
+    assert panel.wait(WAIT)
+    assert panel.status_kind == "info", panel.status_text
+    assert panel.status_text.startswith("already loaded: m")
+
+
+def test_a_loader_that_exits_still_ends_the_busy_status(manager: ModelManager, panel: ModelPanel) -> None:
+    def quits() -> Any:
+        raise SystemExit(3)
+
+    manager.register("quits", quits)
+    panel.name.value = "quits"
+    panel.load_button.click()
+    assert panel.wait(WAIT)
+    assert panel.status_kind == "error"
+    assert panel.load_button.disabled is False
+    assert len(manager) == 0 and manager.loading() == []
+
+
+def test_a_load_the_panel_missed_the_end_of_does_not_stay_loading(manager: ModelManager, panel: ModelPanel) -> None:
+    running, gate, loader = gated()
+    manager.register("slow", loader, hidden=8)
+    thread = threading.Thread(target=lambda: manager.load("slow") and None)
+    thread.start()
+    try:
+        assert running.wait(WAIT)
+        assert panel.status_kind == "busy"
+        panel.set_state({"_view_count": 1})
+        panel.set_state({"_view_count": 0})  # dormant: the end of the load is not seen
+    finally:
+        gate.set()
+        thread.join(WAIT)
+    panel.set_state({"_view_count": 1})  # shown again: catches up
+    assert list(panel.rows) == ["slow"]
+    assert panel.status_kind != "busy"
