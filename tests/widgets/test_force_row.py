@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from nbmodels.core.holders import Site, remove_key
 
 from nbmodels import ModelManager
+from nbmodels.core.holders import Site, remove_key
 from nbmodels.widgets.panel import ModelPanel
 
 WAIT = 60.0
