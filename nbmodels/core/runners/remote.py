@@ -172,7 +172,7 @@ class RemoteModel:
         return self._backend.exit_info() is None
 
     @property
-    def exit(self) -> ExitInfo | None:
+    def exit_info(self) -> ExitInfo | None:
         """How the worker ended, or None while it lives."""
         return self._backend.exit_info()
 

@@ -82,12 +82,15 @@ class Worker:
                 self.answer(call_id, op, body)
 
     def interrupt(self, call_id: int) -> None:
-        """Raise KeyboardInterrupt in the main thread if it still runs ``call_id`` (the kernel was interrupted)."""
-        import _thread
+        """Raise KeyboardInterrupt in the main thread if it still runs ``call_id`` (the kernel was interrupted).
 
+        A real SIGINT to the main thread, not ``_thread.interrupt_main()``: only a signal
+        wakes a blocking call such as ``time.sleep`` or a read.
+        """
         with self.current_lock:
-            if self.current == call_id:
-                _thread.interrupt_main()
+            main = threading.main_thread().ident
+            if self.current == call_id and main is not None:
+                signal.pthread_kill(main, signal.SIGINT)
 
     def answer(self, call_id: int, op: str, body: bytes) -> None:
         try:

@@ -56,3 +56,12 @@ def fresh_probe() -> Iterator[RemoteModel]:
         yield remote
     finally:
         remote.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_worker_left_behind() -> Iterator[None]:
+    """After each module: every worker its tests started has ended (stopped, crashed or killed)."""
+    before = {p.pid for p in worker_children()}
+    yield
+    left = [p for p in worker_children() if p.pid not in before and not wait_gone(p.pid, 5)]
+    assert not left, f"worker processes left behind: {[p.pid for p in left]}"

@@ -157,7 +157,7 @@ def test_stop_ends_the_process_and_reports_what_came_back() -> None:
     assert "gone" in str(result)
     with pytest.raises(WorkerDiedError, match="was stopped"):
         remote(torch.ones(1, 64))
-    assert not remote.alive and remote.exit is not None and remote.exit.requested
+    assert not remote.alive and remote.exit_info is not None and remote.exit_info.requested
     again = remote.stop()  # stopping twice is harmless
     assert again.ended == "dead" and again.gone
 
@@ -210,7 +210,7 @@ def test_sigkill_from_outside_with_no_call_in_flight_is_noticed_at_once(fresh_pr
     assert fresh_probe.pid is not None
     os.kill(fresh_probe.pid, 9)
     assert ended.wait(10)
-    assert fresh_probe.exit is not None and fresh_probe.exit.signal == "SIGKILL"
+    assert fresh_probe.exit_info is not None and fresh_probe.exit_info.signal == "SIGKILL"
     with pytest.raises(WorkerDiedError, match="SIGKILL"):
         fresh_probe(torch.ones(1, 8))
 
@@ -227,7 +227,7 @@ def test_an_error_that_poisons_the_process_ends_the_worker(fresh_probe: RemoteMo
         fresh_probe.cuda_error()
     assert isinstance(died.value.__cause__, RuntimeError)
     assert "device-side assert" in str(died.value.__cause__) and "device-side assert" in str(died.value)
-    assert not fresh_probe.alive and fresh_probe.exit is not None and fresh_probe.exit.exit_code == 70
+    assert not fresh_probe.alive and fresh_probe.exit_info is not None and fresh_probe.exit_info.exit_code == 70
 
 
 def test_a_keyboard_interrupt_while_waiting_interrupts_the_call_in_the_worker(fresh_probe: RemoteModel) -> None:
