@@ -14,8 +14,11 @@ from nbmodels.errors import (
     ModelLoadError,
     ModelNotFoundError,
     NbModelsError,
+    RemoteError,
     SourceError,
+    TransferError,
     UnsafeCheckpointError,
+    WorkerDiedError,
 )
 
 __version__ = "0.1.0"
@@ -57,9 +60,12 @@ __all__ = [
     "ModelNotFoundError",
     "NbModelsError",
     "ReleaseReport",
+    "RemoteError",
     "SourceError",
     "StillAlive",
+    "TransferError",
     "UnsafeCheckpointError",
+    "WorkerDiedError",
     "__version__",
     "get_manager",
     "load_ipython_extension",

@@ -95,3 +95,14 @@ def test_a_reading_of_this_process_has_rss_and_private_memory() -> None:
     assert reading.rss and reading.private and reading.private <= reading.rss
     assert reading.devices == {} and reading.device_source == ""  # no CUDA started here
     assert "RSS" in reading.describe() and "private" in reading.describe()
+
+
+def test_the_runner_errors_are_in_the_documented_tree() -> None:
+    import nbmodels
+
+    assert issubclass(nbmodels.WorkerDiedError, nbmodels.NbModelsError)
+    assert issubclass(nbmodels.WorkerDiedError, RuntimeError)
+    assert issubclass(nbmodels.RemoteError, nbmodels.NbModelsError) and issubclass(nbmodels.RemoteError, RuntimeError)
+    assert issubclass(nbmodels.TransferError, nbmodels.NbModelsError) and issubclass(nbmodels.TransferError, TypeError)
+    for name in ("WorkerDiedError", "RemoteError", "TransferError"):
+        assert name in nbmodels.__all__ and name in (nbmodels.errors.__doc__ or "")
