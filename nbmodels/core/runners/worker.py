@@ -125,6 +125,8 @@ class Worker:
             try:
                 reply = transfer.dumps(result, results_on_cpu=self.results_on_cpu, refuse_main=False)
             except transfer.NotTransferable as exc:
+                if exc.__cause__ is not None and protocol.poisons_process(exc.__cause__):
+                    raise exc.__cause__ from None  # a CUDA error that surfaced while sharing the result
                 self.send(call_id, protocol.TRANSFER, pickle.dumps(protocol.TransferFailure(exc.what, exc.why)))
                 return True
             del result

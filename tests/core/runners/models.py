@@ -20,6 +20,13 @@ class CustomError(Exception):
         super().__init__(f"custom failure {code}: {text}")
 
 
+class PoisonedResult:
+    """A result whose pickling meets a CUDA error, as sharing a CUDA tensor does after an asynchronous fault."""
+
+    def __reduce__(self) -> Any:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
 class Probe(nn.Module):
     """A small deterministic model with methods that misbehave on request."""
 
@@ -61,6 +68,9 @@ class Probe(nn.Module):
     def cuda_error(self) -> None:
         # The text torch raises after a device-side assert; on a CPU machine the same error by hand.
         raise RuntimeError("CUDA error: device-side assert triggered\nCompile with `TORCH_USE_CUDA_DSA`")
+
+    def poisoned_result(self) -> PoisonedResult:
+        return PoisonedResult()
 
     def slow(self, seconds: float) -> float:
         started = time.perf_counter()

@@ -230,6 +230,12 @@ def test_an_error_that_poisons_the_process_ends_the_worker(fresh_probe: RemoteMo
     assert not fresh_probe.alive and fresh_probe.exit_info is not None and fresh_probe.exit_info.exit_code == 70
 
 
+def test_a_cuda_error_met_while_sending_the_result_also_ends_the_worker(fresh_probe: RemoteModel) -> None:
+    with pytest.raises(WorkerDiedError, match="illegal memory access"):
+        fresh_probe.poisoned_result()
+    assert not fresh_probe.alive
+
+
 def test_a_keyboard_interrupt_while_waiting_interrupts_the_call_in_the_worker(fresh_probe: RemoteModel) -> None:
     # A real SIGINT, as Ctrl-C or Jupyter's interrupt sends it (the worker, in its own session, gets none).
     threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
@@ -261,6 +267,18 @@ def test_a_worker_started_from_a_thread_outlives_that_thread() -> None:
     time.sleep(0.3)
     assert remote.alive and remote.call("pid") == remote.pid
     remote.stop()
+
+
+def test_the_worker_ends_itself_when_the_kernels_end_of_its_socket_closes() -> None:
+    # The watchdog for systems without a parent-death signal: the kernel's death closes its socket.
+    from nbmodels.core.runners.process import WorkerProcess
+
+    worker = WorkerProcess.spawn()
+    pid = worker.pid
+    assert pid is not None
+    worker._conn.close()
+    assert wait_gone(pid)
+    assert worker._process.wait(5) == 75
 
 
 def test_a_dropped_proxy_leaves_no_worker_behind() -> None:
