@@ -1,86 +1,34 @@
-"""Models in Ray actors on a local Ray (``ray.init(num_cpus=1)``), shared by the tests of this module."""
+"""The Ray runner's tests (``ray_cases.py``), run in a pytest process of their own.
+
+Importing ray adds its modules, objects and threads to a process for good; the holder search that
+other tests exercise walks every object in the process against a time limit, so ray stays out of
+the main test process.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from pathlib import Path
 
-import psutil
 import pytest
-import torch
 
-from nbmodels.core import demo, memory, runners
-from nbmodels.errors import InvalidArgumentError, ModelLoadError, WorkerDiedError
-from tests.core.runners.conftest import PROBE, wait_gone
-from tests.core.runners.models import probe
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
 
-try:
-    import ray
-except ImportError:  # the test extra installs it (nbmodels[ray]); under CI a missing ray is a failure
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("ray is not installed: pip install 'nbmodels[ray]'", allow_module_level=True)
-
-pytestmark = [
-    pytest.mark.slow,
-    # Ray's own modules warn about their deprecated parts on import and while running.
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
-]
+pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-def test_start_call_stop_and_the_actor_is_gone() -> None:
-    remote = runners.start("ray", "mlp", "demo:mlp", kwargs={"hidden": 40, "seed": 2})
-    x = torch.linspace(-1, 1, 3 * 64).reshape(3, 64)
-    local = demo.mlp(hidden=40, seed=2)
-    assert torch.equal(remote(x), local(x))
-    assert remote.footprint == memory.footprint(local) and remote.class_name == "Sequential"
-    assert remote.runner == "ray" and remote.node and remote.pid and psutil.pid_exists(remote.pid)
-    assert remote.eval() is remote and remote.training is False
-    reading = remote.memory()
-    assert reading.pid == remote.pid and reading.rss
-    actor = remote._backend._actor  # type: ignore[attr-defined]
-    result = remote.stop()
-    assert result.gone and result.ended == "stopped" and result.before is not None
-    assert wait_gone(remote.pid, 5)
-    with pytest.raises(ray.exceptions.RayActorError):  # Ray itself reports the actor dead
-        ray.get(actor.measure.remote(), timeout=10)
-    with pytest.raises(WorkerDiedError, match="was stopped"):
-        remote(x)
-
-
-def test_errors_in_the_actor_read_like_the_in_process_ones_and_a_crash_is_a_worker_died_error() -> None:
-    remote = runners.start("ray", "probe", PROBE)
-    try:
-        with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
-            remote(torch.ones(2, 5))
-        with pytest.raises(ValueError, match="failed on purpose"):
-            remote.fail()
-        assert torch.equal(remote(torch.ones(1, 8)), probe()(torch.ones(1, 8)))  # the actor lived
-        exits: list[runners.ExitInfo] = []
-        remote.add_exit_callback(exits.append)
-        with pytest.raises(WorkerDiedError, match="model 'probe'"):
-            remote.call("exit", 3)
-        assert not remote.alive and len(exits) == 1 and not exits[0].requested
-    finally:
-        remote.stop()
-    again = runners.start("ray", "probe", PROBE)  # and a fresh start works
-    assert again.call("pid") == again.pid
-    again.stop()
-
-
-def test_load_errors_and_bad_devices_for_ray() -> None:
-    with pytest.raises(ModelLoadError, match="failed on purpose") as failed:
-        runners.start("ray", "x", "tests.core.runners.models:failing_factory")
-    assert isinstance(failed.value.__cause__, ValueError)
-    with pytest.raises(InvalidArgumentError, match="torch calls a GPU 'cuda'"):
-        runners.start("ray", "x", "demo:mlp", device="gpu")
+def test_the_ray_cases_pass_in_a_process_of_their_own() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "ray_cases.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = done.stdout[-6000:] + done.stderr[-2000:]
+    if done.returncode == 0 and " skipped" in done.stdout and " passed" not in done.stdout:
+        pytest.skip("ray is not installed: pip install 'nbmodels[ray]'")  # ray_cases fails instead under CI
+    assert done.returncode == 0, output
+    assert "3 passed" in done.stdout, output
