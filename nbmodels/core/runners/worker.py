@@ -60,9 +60,14 @@ class Worker:
         self.results_on_cpu = False
 
     def send(self, call_id: int, status: int, body: bytes) -> None:
-        with self.send_lock:
-            self.conn.send_bytes(pickle.dumps((call_id, status)))
-            self.conn.send_bytes(body)
+        """Send one reply (two frames) whole: a forwarded interrupt waits until both are out."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            with self.send_lock:
+                self.conn.send_bytes(pickle.dumps((call_id, status)))
+                self.conn.send_bytes(body)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def receive_forever(self) -> None:
         """The receiving thread: control requests now, the rest to the main thread; the kernel gone means exit."""

@@ -31,7 +31,7 @@ def test_quick_isolation_run_writes_every_figure(tmp_path: Path) -> None:
     assert any(name.startswith("Ray actor:") for name in figures)
     for figure in figures.values():
         assert math.isfinite(figure["value"]), figure
-        if figure["unit"] in ("ms", "s", "ratio"):
+        if figure["unit"] in ("ms", "s", "ratio") and "added" not in figure["name"]:  # an added time may be < 0
             assert figure["value"] > 0, figure
     held = next(f for name, f in figures.items() if name.startswith("memory back / what the worker held"))
     if "cgroup charge" in held["name"]:  # exact where a memory cgroup could be made (the system-wide reading is noisy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -276,7 +277,10 @@ def test_the_worker_ends_itself_when_the_kernels_end_of_its_socket_closes() -> N
     worker = WorkerProcess.spawn()
     pid = worker.pid
     assert pid is not None
-    worker._conn.close()
+    # What the kernel's death does to the socket (every descriptor of it closed): the worker reads EOF.
+    # (A close() here would not do: the reader thread blocked in recv() keeps the socket open.)
+    with socket.socket(fileno=os.dup(worker._conn.fileno())) as ours:
+        ours.shutdown(socket.SHUT_RDWR)
     assert wait_gone(pid)
     assert worker._process.wait(5) == 75
 
