@@ -14,9 +14,12 @@ from nbmodels.errors import (
     ModelLoadError,
     ModelNotFoundError,
     NbModelsError,
+    RemoteError,
     SourceError,
+    TransferError,
     UnknownKeywordError,
     UnsafeCheckpointError,
+    WorkerDiedError,
 )
 
 __version__ = "0.1.0"
@@ -61,10 +64,13 @@ __all__ = [
     "ModelNotFoundError",
     "NbModelsError",
     "ReleaseReport",
+    "RemoteError",
     "SourceError",
     "StillAlive",
+    "TransferError",
     "UnknownKeywordError",
     "UnsafeCheckpointError",
+    "WorkerDiedError",
     "__version__",
     "get_manager",
     "load_ipython_extension",

@@ -10,7 +10,10 @@ that knows nothing of nbmodels still works::
     ├── ModelConflictError      (ValueError)  the name is loaded from something else
     ├── SourceError             (ValueError)  the source cannot be understood or found
     │   └── UnsafeCheckpointError            a pickled checkpoint without trust=True
-    └── ModelLoadError          (RuntimeError) the loader itself failed; wraps its error
+    ├── ModelLoadError          (RuntimeError) the loader itself failed; wraps its error
+    ├── WorkerDiedError         (RuntimeError) the worker process (or Ray actor) of an isolated model ended
+    ├── RemoteError             (RuntimeError) a worker's error whose class cannot be re-created here
+    └── TransferError           (TypeError)    an argument or a result cannot cross to or from a worker
 
 Messages name the model and say what to do next. An error raised inside a
 loader gets the model's name and source put in front of its message
@@ -89,6 +92,67 @@ class ModelLoadError(NbModelsError, RuntimeError):
         self.name = name
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[object, ...]:  # crosses from a worker process as itself
+        return type(self), (self.name, str(self))
+
+
+class WorkerDiedError(NbModelsError, RuntimeError):
+    """The process (or Ray actor) that held an isolated model ended; the kernel itself is fine.
+
+    ``how`` says how it ended in words ("killed by SIGKILL", "exited with code 3");
+    ``exit_code`` and ``signal`` (a name such as ``"SIGSEGV"``) are the raw facts when known.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        how: str,
+        *,
+        pid: int | None = None,
+        exit_code: int | None = None,
+        signal: str | None = None,
+        detail: str = "",
+    ) -> None:
+        self.name = name
+        self.how = how
+        self.pid = pid
+        self.exit_code = exit_code
+        self.signal = signal
+        where = f"the worker of model {name!r}" + (f" (pid {pid})" if pid is not None else "")
+        message = f"{where} {how}; the kernel is fine, and loading {name!r} again starts a new worker"
+        if detail:
+            message += f"\n{detail}"
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild_worker_died, (self.name, self.how, self.pid, self.exit_code, self.signal, str(self))
+
+
+def _rebuild_worker_died(
+    name: str, how: str, pid: int | None, exit_code: int | None, signal: str | None, message: str
+) -> WorkerDiedError:
+    error = WorkerDiedError(name, how, pid=pid, exit_code=exit_code, signal=signal)
+    error.args = (message,)
+    return error
+
+
+class RemoteError(NbModelsError, RuntimeError):
+    """A call in a worker raised an exception whose class cannot be re-created here.
+
+    ``remote_type`` is its class name; the worker's traceback is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, remote_type: str = "") -> None:
+        self.remote_type = remote_type
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (str(self), self.remote_type)
+
+
+class TransferError(NbModelsError, TypeError):
+    """An argument or a result cannot cross the process boundary (it cannot be pickled or rebuilt)."""
+
 
 __all__ = [
     "InvalidArgumentError",
@@ -96,7 +160,10 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "NbModelsError",
+    "RemoteError",
     "SourceError",
+    "TransferError",
     "UnknownKeywordError",
     "UnsafeCheckpointError",
+    "WorkerDiedError",
 ]
