@@ -11,9 +11,12 @@ that knows nothing of nbmodels still works::
     ├── SourceError             (ValueError)  the source cannot be understood or found
     │   └── UnsafeCheckpointError            a pickled checkpoint without trust=True
     ├── ModelLoadError          (RuntimeError) the loader itself failed; wraps its error
+    ├── BudgetExceededError     (RuntimeError) a memory budget cannot make room (pinned or held models)
     ├── WorkerDiedError         (RuntimeError) the worker process (or Ray actor) of an isolated model ended
     ├── RemoteError             (RuntimeError) a worker's error whose class cannot be re-created here
     └── TransferError           (TypeError)    an argument or a result cannot cross to or from a worker
+
+``PlacementWarning`` (a ``UserWarning``) says why ``device="auto"`` chose the CPU.
 
 Messages name the model and say what to do next. An error raised inside a
 loader gets the model's name and source put in front of its message
@@ -96,6 +99,35 @@ class ModelLoadError(NbModelsError, RuntimeError):
         return type(self), (self.name, str(self))
 
 
+class BudgetExceededError(NbModelsError, RuntimeError):
+    """A memory budget (``max_memory``, ``max_loaded_models``) cannot make room: what blocks it is pinned or held.
+
+    ``name`` is the model that needed the room; ``needed`` and ``free`` are bytes
+    per device (what it needed, what the budget had left after every eviction
+    that could free memory); ``blocked`` names the models that could not leave.
+    Nothing was loaded, moved or changed by the call that raised it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str = "",
+        needed: dict[str, int] | None = None,
+        free: dict[str, int] | None = None,
+        blocked: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        self.needed = dict(needed or {})
+        self.free = dict(free or {})
+        self.blocked = tuple(blocked)
+        super().__init__(message)
+
+
+class PlacementWarning(UserWarning):
+    """``device="auto"`` put a model on the CPU although CUDA devices exist: none had room for it."""
+
+
 class WorkerDiedError(NbModelsError, RuntimeError):
     """The process (or Ray actor) that held an isolated model ended; the kernel itself is fine.
 
@@ -155,11 +187,13 @@ class TransferError(NbModelsError, TypeError):
 
 
 __all__ = [
+    "BudgetExceededError",
     "InvalidArgumentError",
     "ModelConflictError",
     "ModelLoadError",
     "ModelNotFoundError",
     "NbModelsError",
+    "PlacementWarning",
     "RemoteError",
     "SourceError",
     "TransferError",

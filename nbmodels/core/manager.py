@@ -10,36 +10,58 @@ one name call the loader once.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import gc
 import inspect
 import logging
+import sys
 import threading
 import time
 import traceback
+import warnings
 import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal
 
 from nbmodels.core import memory
-from nbmodels.core.devices import normalize_device, normalize_dtype
+from nbmodels.core.devices import normalize_device, normalize_dtype, parse_device_name
 from nbmodels.core.freshness import Measurement
 from nbmodels.core.holders.sites import Boundary, HolderFinder, Site, default_sites
 from nbmodels.core.holders.watch import Watch
+from nbmodels.core.policy import budget as budgets
+from nbmodels.core.policy import oom
+from nbmodels.core.policy.estimate import estimate
+from nbmodels.core.policy.eviction import Candidate, Eviction, RoomPlan, plan_room, rescue_order
+from nbmodels.core.policy.keepalive import KeepAliveTimer, deadline, earliest
+from nbmodels.core.policy.placement import (
+    OFFLOAD_RESERVE,
+    choose_device,
+    current_readings,
+    device_total,
+    memory_room,
+    native_kwargs,
+    system_available,
+)
+from nbmodels.core.policy.sizes import format_duration, parse_duration
 from nbmodels.core.release import Released, Request, dry_run, release
-from nbmodels.core.reports import Event, ModelInfo, ModelList, ReleaseReport
+from nbmodels.core.reports import Event, ModelInfo, ModelList, ReleaseReport, StillAlive
 from nbmodels.core.sources import Source, keywords_text, resolve
 from nbmodels.errors import (
+    BudgetExceededError,
     InvalidArgumentError,
     ModelConflictError,
     ModelLoadError,
     ModelNotFoundError,
     NbModelsError,
+    PlacementWarning,
 )
 
 log = logging.getLogger("nbmodels")
 
 # Keywords of load() and register() that are the manager's settings, never the loader's.
-_SETTINGS = ("device", "dtype", "pin", "trust")
+_SETTINGS = ("device", "dtype", "pin", "trust", "keep_alive")
+EvictMode = Literal["unload", "offload"]
 
 Subscriber = Callable[[Event], None]
 _Subscription = Subscriber | weakref.ref[Any]  # weakref.ref: a weak subscriber (ref or WeakMethod)
@@ -73,12 +95,26 @@ class _Entry:
     pinned: bool = False
     hits: int = 0
     last_used: float = 0.0
+    keep_alive: float | None = None  # seconds idle before keep-alive unloads it; None: forever
+    busy: int = 0  # calls through its handle running now
+    in_scope: bool = False  # used in the open use scope (the running cell): idle only when it closes
     _info: ModelInfo | None = field(default=None, repr=False)
 
-    def touch(self) -> None:
+    def touch(self, now: float) -> None:
         self.hits += 1
-        self.last_used = time.time()
+        self.used(now)
+
+    def used(self, now: float) -> None:
+        self.last_used = now
         self._info = None
+
+    @property
+    def in_use(self) -> bool:
+        return self.busy > 0 or self.in_scope
+
+    def deadline(self) -> float | None:
+        """When keep-alive unloads it if it stays idle (None: never, or not while it is in use)."""
+        return deadline(self.last_used, self.keep_alive, pinned=self.pinned, busy=self.in_use)
 
     @property
     def footprint(self) -> memory.Footprint:
@@ -117,6 +153,9 @@ class _Entry:
                 last_used=self.last_used,
                 hits=self.hits,
                 pinned=self.pinned,
+                keep_alive=self.keep_alive,
+                unload_at=self.deadline(),
+                in_use=self.in_use,
             )
         return self._info
 
@@ -170,6 +209,81 @@ def _released(entry: _Entry) -> Released:
     return item
 
 
+class _Probe:
+    __slots__ = ("model",)
+    model: Any
+
+
+def _own_references() -> int:
+    """What ``sys.getrefcount(entry.model)`` reads when the entry is the model's only holder."""
+    probe = _Probe()
+    probe.model = object()
+    return sys.getrefcount(probe.model)
+
+
+_OWN_REFERENCES = _own_references()
+
+
+def _held_elsewhere(entry: _Entry) -> bool:
+    """True when something besides the manager holds the model object, so that releasing it frees nothing now.
+
+    A reference count, not the holder search: cheap enough to ask of every
+    candidate of an eviction. It sees a variable, a list, a frame holding the
+    model; not an optimizer or a ``state_dict()`` holding its tensors, which the
+    release report finds afterwards (and the policy then counts as no room made).
+    """
+    return sys.getrefcount(entry.model) > _OWN_REFERENCES
+
+
+def _device(device: Any) -> str | None:
+    """A device checked and written canonically; ``"auto"`` stays itself: the load decides (see _resolve_auto)."""
+    if device is not None and parse_device_name(device)[0] == "auto":
+        return "auto"
+    return normalize_device(device)
+
+
+def _live_bytes(watch: Watch) -> dict[str, int]:
+    """Bytes per device of a released model's storages that are still alive."""
+    live: dict[str, int] = {}
+    for record in watch.live_storages():
+        live[record.device] = live.get(record.device, 0) + record.nbytes
+    return live
+
+
+class UseScope:
+    """A span in which the models used stay in use until it closes (see :meth:`ModelManager.use_scope`).
+
+    ``open()`` and ``close()`` may be called from hooks (a cell's start and end);
+    each counts once however often it is called, and ``with scope:`` works too.
+    """
+
+    def __init__(self, manager: ModelManager) -> None:
+        self._manager = manager
+        self._open = False
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        with self._lock:
+            if self._open:
+                return
+            self._open = True
+        self._manager._scope_changed(+1)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._open:
+                return
+            self._open = False
+        self._manager._scope_changed(-1)
+
+    def __enter__(self) -> UseScope:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _floating(dtypes: tuple[str, ...]) -> builtins.list[str]:
     return [d for d in dtypes if d.startswith(("float", "bfloat"))]
 
@@ -197,7 +311,8 @@ class ModelManager:
     _instance: ClassVar[ModelManager | None] = None
     _instance_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        """``clock`` is the time of uses and keep-alive deadlines (tests pass a fake one)."""
         self._lock = threading.RLock()
         self._release_lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
@@ -207,6 +322,17 @@ class ModelManager:
         self._used = False
         self._survivors: dict[str, list[Watch]] = {}  # released, still alive: weak references only
         self._holder_finders: list[HolderFinder] = []
+        # The memory policy (see nbmodels.core.policy): budgets, keep-alive, eviction.
+        self._clock = clock
+        self._max_memory: dict[str, budgets.Budget] = {}
+        self._max_models = 0
+        self._keep_alive: float | None = None  # for loads that give none: forever
+        self._evict: EvictMode = "unload"
+        self._reserved: dict[str, dict[str, int]] = {}  # loads in flight under a budget: their estimated bytes
+        self._room_lock = threading.RLock()  # one decision about room at a time; never held with _lock first
+        self._scope_depth = 0
+        self._timer = KeepAliveTimer(self._expire_due, clock=clock)
+        weakref.finalize(self, self._timer.stop, 0.0)
 
     @classmethod
     def get_instance(cls) -> ModelManager:
@@ -230,6 +356,8 @@ class ModelManager:
         for key in ("device", "dtype"):
             if key in defaults:
                 (normalize_device if key == "device" else normalize_dtype)(defaults[key])
+        if defaults.get("keep_alive") is not None:
+            parse_duration(defaults["keep_alive"])
         if resolved.check_keywords is not None:
             resolved.check_keywords({k: v for k, v in defaults.items() if k not in _SETTINGS})
         with self._lock:
@@ -254,6 +382,7 @@ class ModelManager:
         trust: bool = False,
         pin: bool = False,
         reload: bool = False,
+        keep_alive: Any = None,
         on_release: ReleaseHook | None = None,
         **kwargs: Any,
     ) -> Any:
@@ -267,13 +396,27 @@ class ModelManager:
         Everything that can be checked (source, file, keywords, device, dtype) is
         checked before a reload releases the old model.
         ``on_release`` is called with the model when it is released (to close handles).
+
+        The memory policy: ``device="auto"`` picks the CUDA device with the most
+        room for the model (else the CPU); under a budget (:meth:`set_max_memory`,
+        :attr:`max_loaded_models`) the least recently used unpinned models leave
+        first, and :class:`~nbmodels.errors.BudgetExceededError` says what blocks
+        when they cannot; ``pin=True`` keeps this one through eviction;
+        ``keep_alive`` (seconds, ``"30m"``, ``0``, ``-1``; default :attr:`keep_alive`)
+        unloads it after that long idle. A loader that runs out of memory while
+        other models sit on its device gets them evicted and is tried once more.
         """
         name = check_name(name)
         spec, explicit = self._spec(name, source, device, dtype, trust, kwargs)
-        if source is None and not pin:
+        registration = None
+        if source is None:
             with self._lock:
                 registration = self._registry.get(name)
-            pin = bool(registration is not None and registration.defaults.get("pin", False))
+        if registration is not None:
+            pin = pin or bool(registration.defaults.get("pin", False))
+            if keep_alive is None:
+                keep_alive = registration.defaults.get("keep_alive")
+        keep = parse_duration(keep_alive) if keep_alive is not None else self._keep_alive
         waited = False
         while True:
             with self._lock:
@@ -283,8 +426,11 @@ class ModelManager:
                 # A reload that waited for a load of just what it asks for takes that load.
                 if entry is not None and (not reload or (waited and not self._differences(entry, spec, explicit))):
                     self._check_same(entry, spec, explicit)
-                    entry.touch()
+                    self._use(entry, hit=True)
                     entry.pinned = entry.pinned or pin
+                    if keep_alive is not None and keep != entry.keep_alive:
+                        entry.keep_alive = keep
+                        self._schedule(entry)
                     return entry.model
                 if pending is None:
                     previous = self._entries.pop(name, None)
@@ -296,7 +442,7 @@ class ModelManager:
             if pending.error is not None:
                 raise pending.error
             waited = True
-        return self._load_as_owner(name, spec, pending, previous, pin=pin, on_release=on_release)
+        return self._load_as_owner(name, spec, pending, previous, pin=pin, keep_alive=keep, on_release=on_release)
 
     def _spec(
         self, name: str, source: Any, device: Any, dtype: Any, trust: bool, kwargs: dict[str, Any]
@@ -330,7 +476,7 @@ class ModelManager:
             resolved = resolve(source)
         if resolved.check_keywords is not None:
             resolved.check_keywords(kwargs)
-        spec = _Spec(resolved, dict(kwargs), normalize_device(device), normalize_dtype(dtype), trust)
+        spec = _Spec(resolved, dict(kwargs), _device(device), normalize_dtype(dtype), trust)
         return spec, explicit
 
     @classmethod
@@ -356,7 +502,7 @@ class ModelManager:
                 differences.append(f"it came from {loaded.source.text}, this asks for {spec.source.text}")
         if {"device", "dtype"} & explicit:
             footprint = entry.footprint  # as it is now: it may have moved or changed dtype since it loaded
-        if "device" in explicit and spec.device is not None:
+        if "device" in explicit and spec.device not in (None, "auto"):  # "auto" asks for wherever it is
             devices = list(footprint.devices)
             if devices and devices != [spec.device]:
                 differences.append(f"it is on {', '.join(devices)}, this asks for {spec.device}")
@@ -384,6 +530,7 @@ class ModelManager:
         previous: _Entry | None,
         *,
         pin: bool,
+        keep_alive: float | None,
         on_release: ReleaseHook | None,
     ) -> Any:
         try:
@@ -391,7 +538,20 @@ class ModelManager:
                 report = self._release([_released(previous)], pending=(), request=Request())
                 self._emit(Event("unloaded", name=name, report=report))
             self._emit(Event("load_started", name=name))
-            entry = self._run_loader(name, spec, pin=pin, on_release=on_release)
+            spec = self._resolve_auto(name, spec)
+            self._room_before_load(name, spec)
+            entry = self._load_rescued(name, spec, pin=pin, on_release=on_release)
+            entry.keep_alive = keep_alive
+            with self._room_lock:
+                events = self._room_after_load(name, entry)
+                with self._lock:
+                    if self._scope_depth:
+                        entry.in_scope = True
+                    self._entries[name] = entry
+                    del self._pending[name]
+                    self._reserved.pop(name, None)
+                    pending.done.set()
+                    info = entry.info()
         except BaseException as exc:
             error = exc
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: waiters get an error
@@ -402,16 +562,15 @@ class ModelManager:
                 error.add_context(after=f"; the reload released the previous {name!r}, so it is no longer loaded")
             with self._lock:
                 del self._pending[name]
+                self._reserved.pop(name, None)
                 pending.error = error
                 pending.done.set()
             log.warning("loading %s failed: %s", name, error, exc_info=error)
             self._emit(Event("load_failed", name=name, error=str(error)))
             raise
-        with self._lock:
-            self._entries[name] = entry
-            del self._pending[name]
-            pending.done.set()
-            info = entry.info()
+        for event in events:
+            self._emit(event)
+        self._schedule(entry)
         log.info("loaded %s", info.summary())
         self._emit(Event("load_finished", name=name, info=info))
         return entry.model
@@ -430,10 +589,16 @@ class ModelManager:
         rss_before = memory.process_rss()
         cuda_before = memory.cuda_allocated()
         started = time.perf_counter()
+        # A Hugging Face folder places itself (device_map, dtype): no full CPU copy first, and accelerate
+        # can spread a model too large for one GPU. Other loaders load, then move.
+        native = native_kwargs(spec.source.text, spec.device, spec.dtype, spec.kwargs)
+        given = {**spec.kwargs, **native}
+        device = None if "device_map" in given else spec.device
+        dtype = None if {"dtype", "torch_dtype"} & set(given) else spec.dtype
         try:
-            model = spec.source.load(trust=spec.trust, kwargs=spec.kwargs)
+            model = spec.source.load(trust=spec.trust, kwargs=given)
             if model is not None:
-                model = _place(model, spec.device, spec.dtype)
+                model = _place(model, device, dtype)
         except NbModelsError as exc:  # raised inside the loader (often by nbmodels): say which load it was
             exc.add_context(before=f"loading {name!r} from {spec.source.text}: ")
             raise
@@ -448,7 +613,7 @@ class ModelManager:
             )
         seconds = time.perf_counter() - started
         cuda_after = memory.cuda_allocated()
-        now = time.time()
+        now = self._clock()
         return _Entry(
             name=name,
             model=model,
@@ -477,7 +642,7 @@ class ModelManager:
         """The loaded model called ``name`` (counts as a use)."""
         with self._lock:
             entry = self._loaded(name)
-            entry.touch()
+            self._use(entry, hit=True)
             return entry.model
 
     def info(self, name: str) -> ModelInfo:
@@ -522,19 +687,49 @@ class ModelManager:
 
     # --- changing placement ---------------------------------------------------
 
-    def move(self, name: str, device: Any) -> ModelInfo:
-        """Move a loaded model to ``device`` (offload to the CPU, or back to a GPU)."""
-        target = normalize_device(device)
+    def to(self, name: str, device: Any) -> ModelInfo:
+        """Move a loaded model to ``device`` (``"cpu"``, ``"cuda:1"``, ``"auto"``); a budget there makes room first.
+
+        Accounting and events follow (``moved``). Under a budget on ``device`` the
+        least recently used unpinned models there leave first; when they cannot,
+        BudgetExceededError, and nothing moved.
+        """
+        target = _device(device)
+        if target is None:
+            raise InvalidArgumentError(f"to({name!r}, None): give a device such as 'cpu', 'cuda:0' or 'auto'")
         with self._lock:
             entry = self._loaded(name)
-            model = entry.model
-        moved = _place(model, target, None)
+            nbytes = sum(entry.footprint.bytes_by_device.values())
+        if target == "auto":
+            target = self._auto_device(name, nbytes)
+        with self._room_lock:
+            self._make_room(
+                name, {target: nbytes}, purpose=f"to fit {name} on {target}", exclude=name, outcome="nothing was moved"
+            )
+            info = self._move_entry(name, entry, target)
+        self._emit(Event("moved", name=name, info=info))
+        return info
+
+    def offload(self, name: str) -> ModelInfo:
+        """Move a loaded model to the CPU (``to(name, "cpu")``): its GPU memory comes back, it stays loaded."""
+        return self.to(name, "cpu")
+
+    def move(self, name: str, device: Any) -> ModelInfo:
+        """Move a loaded model to ``device`` (offload to the CPU, or back to a GPU); the same as :meth:`to`."""
+        return self.to(name, device)
+
+    def _move_entry(self, name: str, entry: _Entry, target: str) -> ModelInfo:
+        """Move ``entry``'s model (outside the manager lock) and record where it is now."""
         with self._lock:
             still_loaded = self._entries.get(name) is entry
+            model = entry.model
+        moved = _place(model, target, None) if still_loaded else None
+        with self._lock:
+            still_loaded = still_loaded and self._entries.get(name) is entry
             if still_loaded:
                 entry.model = moved
                 entry.measurement = Measurement(moved)
-                entry.spec = _Spec(entry.spec.source, entry.spec.kwargs, target, entry.spec.dtype, entry.spec.trust)
+                entry.spec = replace(entry.spec, device=target)
                 entry._info = None
                 info = entry.info()
             known = list(self._entries)
@@ -544,8 +739,544 @@ class ModelManager:
             error.message += " (it was unloaded while it was being moved)"
             raise error
         memory.empty_cuda_cache()
-        self._emit(Event("moved", name=name, info=info))
         return info
+
+    def _resolve_auto(self, name: str, spec: _Spec) -> _Spec:
+        """``device="auto"``: the CUDA device with the most room for the model's estimate, else the CPU."""
+        if spec.device != "auto":
+            return spec
+        found = estimate(spec.source.text, spec.kwargs, spec.dtype)
+        return replace(spec, device=self._auto_device(name, found.nbytes if found else None))
+
+    def _auto_device(self, name: str, nbytes: int | None) -> str:
+        with self._lock:
+            limits = self._limits()
+            used, _ = self._usage(exclude=name)
+        room = {device: max(limit - used.get(device, 0), 0) for device, limit in limits.bytes_by_device.items()}
+        choice = choose_device(nbytes, current_readings(), room, what=name)
+        if choice.warning:
+            log.warning("%s", choice.warning)
+            warnings.warn(PlacementWarning(choice.warning), stacklevel=5)
+        log.info("device='auto' for %s: %s (%s)", name, choice.device, choice.reason)
+        return choice.device
+
+    # --- use, pinning, keep-alive -------------------------------------------------
+
+    def _use(self, entry: _Entry, *, hit: bool) -> None:
+        """Record a use (call with the lock held): the idle clock restarts; a hit also counts."""
+        now = self._clock()
+        if hit:
+            entry.touch(now)
+        else:
+            entry.used(now)
+        if self._scope_depth and not entry.in_scope:
+            entry.in_scope = True
+
+    def mark_used(self, name: str) -> None:
+        """Count a use of ``name`` without returning it (a handle does, on every use); unknown names are ignored."""
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is not None:
+                self._use(entry, hit=False)
+
+    @contextlib.contextmanager
+    def using(self, name: str) -> Iterator[None]:
+        """While the block runs, ``name`` is in use: never evicted or expired; its idle clock starts at the end."""
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is not None:
+                entry.busy += 1
+                self._use(entry, hit=False)
+        try:
+            yield
+        finally:
+            if entry is not None:
+                with self._lock:
+                    entry.busy -= 1
+                    entry.used(self._clock())
+                self._schedule(entry)
+
+    def use_scope(self) -> UseScope:
+        """A span (a notebook cell) in which every model used stays in use until it closes.
+
+        Keep-alive counts idle time from the end of the scope, so ``keep_alive=0``
+        unloads a model when the cell that used it ends. Eviction is not affected.
+        """
+        return UseScope(self)
+
+    def _scope_changed(self, delta: int) -> None:
+        with self._lock:
+            self._scope_depth = max(self._scope_depth + delta, 0)
+            if delta > 0 or self._scope_depth:
+                return
+            now = self._clock()
+            ended = [entry for entry in self._entries.values() if entry.in_scope]
+            for entry in ended:
+                entry.in_scope = False
+                entry.used(now)
+        for entry in ended:
+            self._schedule(entry)
+
+    def _schedule(self, entry: _Entry) -> None:
+        """Make sure the keep-alive timer wakes by ``entry``'s deadline (uses only ever move it later)."""
+        when = entry.deadline()
+        if when is not None:
+            self._timer.schedule(when)
+
+    @property
+    def keep_alive(self) -> float | None:
+        """Seconds a model stays loaded while idle when its load gave no ``keep_alive``; None: forever (default)."""
+        return self._keep_alive
+
+    @keep_alive.setter
+    def keep_alive(self, value: Any) -> None:
+        self._keep_alive = None if value is None else parse_duration(value)
+
+    def _expire_due(self, now: float) -> float | None:
+        """The keep-alive timer's call: unload every idle model past its deadline; return the next deadline."""
+        with self._lock:
+            due = [entry for entry in self._entries.values() if (when := entry.deadline()) is not None and when <= now]
+            for entry in due:
+                del self._entries[entry.name]
+            taken = [(entry.name, entry.keep_alive, now - entry.last_used, _released(entry)) for entry in due]
+        del due
+        for name, keep, idle, item in taken:
+            report = self._release([item], pending=(), request=Request())
+            reason = (
+                f"{name}: unloaded by keep-alive after {format_duration(idle)} idle "
+                f"(keep_alive {format_duration(keep)})"
+            )
+            if report.still_alive:
+                reason += f"; its memory did not come back: {report.still_alive[0].describe()}"
+            log.info("%s", reason)
+            self._emit(Event("expired", name=name, report=report, reason=reason))
+        with self._lock:
+            return earliest(entry.deadline() for entry in self._entries.values())
+
+    def pin(self, name: str) -> ModelInfo:
+        """Keep ``name`` loaded: no budget evicts it and keep-alive never unloads it (unload and cleanup still do)."""
+        return self._set_pin(name, True)
+
+    def unpin(self, name: str) -> ModelInfo:
+        """Let budgets evict ``name`` again, and its keep-alive run."""
+        return self._set_pin(name, False)
+
+    def _set_pin(self, name: str, pinned: bool) -> ModelInfo:
+        with self._lock:
+            entry = self._loaded(name)
+            changed = entry.pinned != pinned
+            entry.pinned = pinned
+            entry._info = None
+            info = entry.info()
+        if changed:
+            self._schedule(entry)
+            self._emit(Event("pinned", name=name, info=info, reason=f"{'pinned' if pinned else 'unpinned'} {name}"))
+        return info
+
+    # --- budgets ------------------------------------------------------------------
+
+    @property
+    def max_memory(self) -> dict[str, budgets.Budget]:
+        """The budget per device: bytes (``int``) or a fraction of the device's total (``float``)."""
+        with self._lock:
+            return dict(self._max_memory)
+
+    @max_memory.setter
+    def max_memory(self, value: Any) -> None:
+        self.set_max_memory(value)
+
+    def set_max_memory(self, value: Any) -> tuple[str, ...]:
+        """Set the budget per device: ``{"cpu": "8GiB", "cuda:0": 0.8}`` (or ``"cpu=8GiB,cuda:0=0.8"``; None: none).
+
+        Bytes, a size such as ``"512MB"`` (GB is 10**9, GiB 2**30, as accelerate
+        reads them) or a fraction of the device's memory. A lower budget evicts
+        least recently used unpinned models at once; returns one line per model
+        evicted. When pinned or held models keep a device over it,
+        BudgetExceededError, and the budget stays as it was.
+        """
+        parsed = budgets.parse_budgets(value)
+        with self._room_lock:
+            with self._lock:
+                previous, self._max_memory = self._max_memory, parsed
+            try:
+                events = self._make_room(
+                    None,
+                    {},
+                    purpose="to fit the new budget",
+                    adding=0,
+                    everywhere=True,
+                    outcome="the budget is unchanged",
+                )
+            except BudgetExceededError:
+                with self._lock:
+                    self._max_memory = previous
+                raise
+        log.info("max_memory: %s", budgets.describe(parsed))
+        return tuple(event.reason or "" for event in events)
+
+    @property
+    def max_loaded_models(self) -> int:
+        """How many models may be loaded at once (0: no limit); loading one more evicts the least recently used."""
+        return self._max_models
+
+    @max_loaded_models.setter
+    def max_loaded_models(self, value: Any) -> None:
+        count = budgets.check_count(value)
+        with self._room_lock:
+            previous, self._max_models = self._max_models, count
+            try:
+                self._make_room(
+                    None,
+                    {},
+                    purpose="to fit max_loaded_models",
+                    adding=0,
+                    everywhere=True,
+                    outcome="the limit is unchanged",
+                )
+            except BudgetExceededError:
+                self._max_models = previous
+                raise
+
+    @property
+    def evict(self) -> EvictMode:
+        """What eviction does to a model on a GPU: ``"unload"`` it, or ``"offload"`` it to the CPU when that fits."""
+        return self._evict
+
+    @evict.setter
+    def evict(self, value: Any) -> None:
+        if value not in ("unload", "offload"):
+            raise InvalidArgumentError(f"evict must be 'unload' or 'offload', not {value!r}")
+        self._evict = value
+
+    def _policy_active(self) -> bool:
+        return bool(self._max_memory or self._max_models)
+
+    def _limits(self) -> budgets.Limits:
+        """The budgets in bytes now (a fraction of a device whose total is unknown constrains nothing)."""
+        resolved = {}
+        for device, size in self._max_memory.items():
+            nbytes = budgets.resolve(size, device_total(device) if isinstance(size, float) else None)
+            if nbytes is not None:
+                resolved[device] = nbytes
+        return budgets.Limits(resolved, self._max_models)
+
+    def _usage(self, exclude: str | None = None) -> tuple[dict[str, int], int]:
+        """Bytes per device that count against budgets, and the models loaded or loading (lock held).
+
+        Loaded models, the estimates of loads in flight, and released models that
+        something still holds: their memory has not come back.
+        """
+        used: dict[str, int] = {}
+
+        def add(nbytes: Mapping[str, int]) -> None:
+            for device, n in nbytes.items():
+                used[device] = used.get(device, 0) + n
+
+        for entry in self._entries.values():
+            if entry.name != exclude:
+                add(entry.footprint.bytes_by_device)
+        for name, reserved in self._reserved.items():
+            if name != exclude:
+                add(reserved)
+        for watches in self._survivors.values():
+            for watch in watches:
+                add(_live_bytes(watch))
+        count = sum(name != exclude for name in self._entries) + sum(name != exclude for name in self._reserved)
+        return used, count
+
+    def _candidates(self, skip: set[str | None], freeable: set[str]) -> builtins.list[Candidate]:
+        """Every loaded model the planner may consider (lock held)."""
+        return [
+            Candidate(
+                entry.name,
+                entry.footprint.bytes_by_device,
+                entry.last_used,
+                pinned=entry.pinned,
+                busy=entry.busy > 0,
+                held=entry.name not in freeable and _held_elsewhere(entry),
+            )
+            for entry in self._entries.values()
+            if entry.name not in skip
+        ]
+
+    def _cpu_room(self, limits: budgets.Limits, used: Mapping[str, int]) -> int:
+        """Bytes the CPU can take for offloaded models: its budget's room, else what the system has to spare."""
+        if "cpu" in limits.bytes_by_device:
+            return max(limits.bytes_by_device["cpu"] - used.get("cpu", 0), 0)
+        return max(system_available() - OFFLOAD_RESERVE, 0)
+
+    def _make_room(
+        self,
+        cause: str | None,
+        need: Mapping[str, int],
+        *,
+        purpose: str,
+        outcome: str = "nothing was loaded",
+        adding: int = 1,
+        exclude: str | None = None,
+        everywhere: bool = False,
+    ) -> builtins.list[Event]:
+        """Evict until ``need`` fits every budget (the caller holds the room lock); the evictions' events.
+
+        One model at a time, each through the ordinary release; the plan is made
+        again after each, from what really came back. A model whose release left it
+        alive made no room. When the plan cannot fit, BudgetExceededError: nothing
+        more is evicted.
+        """
+        if not self._policy_active():
+            return []
+        events: builtins.list[Event] = []
+        tried: set[str | None] = {exclude}
+        freeable: set[str] = set()
+        holders: dict[str, StillAlive | None] | None = None
+        while True:
+            with self._lock:
+                limits = self._limits()
+                used, count = self._usage(exclude)
+                candidates = self._candidates(tried, freeable)
+                cpu_room = self._cpu_room(limits, used) if self._evict == "offload" else None
+            plan = plan_room(
+                candidates,
+                used=used,
+                need=need,
+                limits=limits,
+                count=count,
+                adding=adding,
+                everywhere=everywhere,
+                cpu_room=cpu_room,
+            )
+            del candidates
+            if plan.fits and not plan.evictions:
+                return events
+            if not plan.fits:
+                if holders is None:  # only now ask the holder search, once: the failure path may be slow
+                    holders = self._holders_of(plan.held)
+                    wrong = {name for name in plan.held if name in holders and holders[name] is None}
+                    if wrong:  # the reference count was wrong (a cycle, say): their release frees them after all
+                        freeable |= wrong
+                        continue
+                raise self._budget_error(cause, need, limits, used, plan, events, holders, purpose, outcome)
+            eviction = plan.evictions[0]
+            tried.add(eviction.name)
+            event = self._evict_one(eviction, cause, purpose)
+            if event is not None:
+                events.append(event)
+
+    def _evict_one(self, eviction: Eviction, cause: str | None, purpose: str) -> Event | None:
+        """Unload (or offload) one model to make room; its event, or None when it changed meanwhile."""
+        now = self._clock()
+        name = eviction.name
+        taken: builtins.list[Released] = []
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None or entry.pinned or entry.busy:
+                return None
+            idle = format_duration(now - entry.last_used)
+            size = memory.format_bytes(sum(entry.footprint.bytes_by_device.values()))
+            if eviction.action == "unload":
+                del self._entries[name]
+                taken.append(_released(entry))
+        if eviction.action == "offload":
+            try:
+                info = self._move_entry(name, entry, "cpu")
+            except Exception as exc:
+                log.warning("offloading %s to make room failed: %s", name, exc)
+                return None
+            event = Event("evicted", name=name, info=info, cause=cause)
+            reason = f"offloaded {name} to the CPU ({size}, idle {idle}) {purpose}"
+        else:
+            del entry
+            report = self._release(taken, pending=(), request=Request())
+            reason = f"evicted {name} ({size}, idle {idle}) {purpose}"
+            if report.still_alive:
+                reason += f"; its memory did not come back: {report.still_alive[0].describe()}"
+            event = Event("evicted", name=name, report=report, cause=cause)
+        event = replace(event, reason=reason)
+        log.info("%s", reason)
+        self._emit(event)
+        return event
+
+    def _holders_of(self, names: Sequence[str]) -> dict[str, StillAlive | None]:
+        """For loaded or released names: what holds each (a dry run of the holder search); None: nothing does."""
+        with self._lock:
+            names = [n for n in names if n in self._entries or n in self._survivors]
+        if not names:
+            return {}
+        try:
+            report = self._dry_run(builtins.list(names), Request(dry_run=True))
+        except ModelNotFoundError:  # unloaded meanwhile
+            return {}
+        alive = {held.name: held for held in report.still_alive}
+        return {name: alive.get(name) for name in names}
+
+    def _budget_error(
+        self,
+        cause: str | None,
+        need: Mapping[str, int],
+        limits: budgets.Limits,
+        used: Mapping[str, int],
+        plan: RoomPlan,
+        events: Sequence[Event],
+        holders: Mapping[str, StillAlive | None],
+        purpose: str,
+        outcome: str,
+    ) -> BudgetExceededError:
+        fmt = memory.format_bytes
+        evicting = {e.name: sum(e.bytes_by_device.values()) for e in plan.evictions}
+        parts = []
+        free = {}
+        for device, excess in sorted(plan.over.items()):
+            limit = limits.bytes_by_device[device]
+            wanted = need.get(device, 0)
+            free[device] = max(wanted - excess, 0)
+            if wanted > limit:
+                parts.append(f"it needs {fmt(wanted)} on {device}, more than the whole {device} budget of {fmt(limit)}")
+            elif wanted:
+                parts.append(
+                    f"it needs {fmt(wanted)} on {device}; the {device} budget is {fmt(limit)}, "
+                    f"of which only {fmt(free[device])} can be made free"
+                )
+            else:
+                parts.append(
+                    f"{device} holds {fmt(used.get(device, 0))}, {fmt(excess)} over the budget of {fmt(limit)}"
+                )
+        if plan.count_over:
+            parts.append(f"max_loaded_models is {limits.max_models}")
+        with self._lock:
+            sizes = {entry.name: sum(entry.footprint.bytes_by_device.values()) for entry in self._entries.values()}
+        blocked = []
+        for name in plan.pinned:
+            blocked.append(f"{name} ({fmt(sizes.get(name))}, pinned)")
+        for name in plan.busy:
+            blocked.append(f"{name} ({fmt(sizes.get(name))}, a call in it is running)")
+        for name in plan.held:
+            alive = holders.get(name)
+            held_by = ", ".join(h.path for h in alive.holders) if alive is not None else "something outside nbmodels"
+            fix = f"; {alive.fix} frees it" if alive is not None and alive.fix else ""
+            blocked.append(f"{name} ({fmt(sizes.get(name))}, held by {held_by}{fix})")
+        held_after = [e.name or "" for e in events if e.report is not None and e.report.still_alive]
+        subject = f"no room {purpose}" if cause is None else f"no room for {cause}"
+        message = f"{subject}: " + "; ".join(parts)
+        if blocked:
+            message += "; what cannot leave: " + ", ".join(blocked)
+        if evicting:
+            message += "; evicting " + ", ".join(evicting) + " would not be enough"
+        if held_after:
+            message += f"; evicted already, but still held (their memory did not come back): {', '.join(held_after)}"
+        message += f"; {outcome}"
+        return BudgetExceededError(message, name=cause or "", needed=dict(need), free=free, blocked=plan.blocked)
+
+    def _room_before_load(self, name: str, spec: _Spec) -> None:
+        """Before a load under a budget: make room for its estimated size, and reserve that room."""
+        if not self._policy_active():
+            return
+        need: dict[str, int] = {}
+        device = spec.device or "cpu"
+        if self._max_memory and device != "meta" and "device_map" not in spec.kwargs:
+            found = estimate(spec.source.text, spec.kwargs, spec.dtype)
+            if found is not None:
+                need = {device: found.nbytes}
+        with self._room_lock:
+            self._make_room(name, need, purpose=f"to fit {name}", exclude=name)
+            with self._lock:
+                self._reserved[name] = need
+
+    def _room_after_load(self, name: str, entry: _Entry) -> builtins.list[Event]:
+        """After a load (room lock held): the measured size must fit; if it cannot, the model is released again."""
+        if not self._policy_active():
+            return []
+        with self._lock:
+            self._reserved.pop(name, None)
+        need = dict(entry.footprint.bytes_by_device)
+        try:
+            return self._make_room(
+                name, need, purpose=f"to fit {name}", exclude=name, outcome=f"{name} was released again"
+            )
+        except BudgetExceededError as exc:
+            report = self._release([_released(entry)], pending=(), request=Request())
+            size = memory.format_bytes(sum(need.values()))
+            exc.add_context(after=f" (it loaded, measured {size}, and did not fit)")
+            if report.still_alive:
+                exc.add_context(after=f"; {report.still_alive[0].describe()}")
+            raise
+
+    # --- out of memory -----------------------------------------------------------
+
+    def _load_rescued(self, name: str, spec: _Spec, *, pin: bool, on_release: ReleaseHook | None) -> _Entry:
+        """Run the loader; if it runs out of memory while other models sit on its device, evict them, retry once."""
+        failed: ModelLoadError | None = None
+        try:
+            return self._run_loader(name, spec, pin=pin, on_release=on_release)
+        except ModelLoadError as exc:
+            cause = oom.out_of_memory_in(exc.__cause__)
+            if cause is None:
+                raise
+            failed = exc
+            default = spec.device if spec.device and spec.device.startswith("cuda") else "cuda:0"
+            device = oom.device_of(cause, default)
+            del cause
+        oom.forget_frames(failed)  # the half-built model in the loader's frames must not stay
+        evicted = self._rescue(name, spec, device)
+        if not evicted:
+            account = self.memory_account(device, exclude=name)
+            failed.add_context(after="; " + "; ".join(line.strip() for line in account.lines()))
+            raise failed
+        failed = None
+        gc.collect()
+        memory.empty_cuda_cache()
+        log.info("retrying %s after evicting %s from %s", name, ", ".join(evicted), device)
+        try:
+            return self._run_loader(name, spec, pin=pin, on_release=on_release)
+        except ModelLoadError as exc:
+            if oom.out_of_memory_in(exc.__cause__) is not None:
+                exc.add_context(after=f"; it ran out of memory again after {', '.join(evicted)} left {device}")
+            raise
+
+    def _rescue(self, name: str, spec: _Spec, device: str) -> builtins.list[str]:
+        """Evict the idle unpinned models on ``device``, least recently used first; the names that left."""
+        found = estimate(spec.source.text, spec.kwargs, spec.dtype)
+        action: Literal["unload", "offload"] = "offload" if self._evict == "offload" and device != "cpu" else "unload"
+        purpose = f"to retry {name} after it ran out of memory on {device}"
+        evicted: builtins.list[str] = []
+        with self._room_lock:
+            with self._lock:
+                candidates = rescue_order(self._candidates({name}, set()), device)
+            for candidate in candidates:
+                if found is not None and evicted and memory_room(device) >= found.nbytes:
+                    break
+                if self._evict_one(Eviction(candidate.name, action, candidate.bytes_by_device), name, purpose):
+                    evicted.append(candidate.name)
+        return evicted
+
+    def memory_account(self, device: str, *, exclude: str | None = None) -> oom.MemoryAccount:
+        """What holds ``device``'s memory: its reading, the models there, released ones still alive there, and the
+        command that frees the most (said after an out-of-memory error)."""
+        with self._lock:
+            there = [
+                entry
+                for entry in self._entries.values()
+                if entry.name != exclude and entry.footprint.bytes_by_device.get(device, 0) > 0
+            ]
+            rows = [(e.name, e.footprint.bytes_by_device[device], e.pinned, e.last_used) for e in there]
+            suspects = [entry.name for entry in there if _held_elsewhere(entry)]
+            del there
+            survivors = {
+                name: sum(_live_bytes(watch).get(device, 0) for watch in watches)
+                for name, watches in self._survivors.items()
+            }
+        survivors = {name: nbytes for name, nbytes in survivors.items() if nbytes > 0}
+        found = self._holders_of([*suspects, *survivors])
+
+        def held_by(name: str) -> tuple[tuple[str, ...], str]:
+            alive = found.get(name)
+            return (tuple(h.path for h in alive.holders), alive.fix) if alive is not None else ((), "")
+
+        models = tuple(
+            oom.LoadedModel(name, nbytes, pinned, last_used, *held_by(name)) for name, nbytes, pinned, last_used in rows
+        )
+        held = tuple(oom.StillHeld(name, nbytes, *held_by(name)) for name, nbytes in survivors.items())
+        reading = next((r for r in memory.device_readings() if r.device == device), None)
+        return oom.MemoryAccount(device, reading, models, held, oom.best_remedy(models, held), now=self._clock())
 
     # --- releasing ------------------------------------------------------------
 
@@ -606,6 +1337,7 @@ class ModelManager:
             survivors = [watch for watches in self._survivors.values() for watch in watches]
             self._survivors.clear()
             pending = tuple(self._pending)
+        self._timer.cancel()  # nothing loaded is left to expire: the keep-alive thread ends
         log.info("cleanup: releasing %d model(s)%s", len(taken), f", {len(pending)} still loading" if pending else "")
         report = self._release(taken, pending=pending, request=request, survivors=survivors)
         for line in report.lines():

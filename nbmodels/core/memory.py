@@ -178,6 +178,24 @@ def device_readings() -> list[DeviceMemory]:
     return readings
 
 
+def describe_reading(reading: DeviceMemory) -> str:
+    """One line of memory for a device, in words (``%list_models`` and the out-of-memory account)."""
+    if reading.device == "cpu":
+        text = f"process RSS {format_bytes(reading.used)}"
+        if reading.available is not None and reading.total is not None:
+            text += f"; system {format_bytes(reading.available)} available of {format_bytes(reading.total)}"
+        return text
+    parts = [f"allocated {format_bytes(reading.used)}"]
+    if reading.reserved is not None:
+        parts.append(f"reserved {format_bytes(reading.reserved)}")
+    parts.append(f"free {format_bytes(reading.available)} of {format_bytes(reading.total)}")
+    text = ", ".join(parts)
+    if reading.context_floor is not None:
+        floor = format_bytes(reading.context_floor)
+        text += f"; CUDA context and other processes {floor} (not returned while the kernel runs)"
+    return text
+
+
 # --- giving memory back -------------------------------------------------------
 
 

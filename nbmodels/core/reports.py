@@ -43,6 +43,24 @@ def _ago(timestamp: float | None) -> str:
     return f"{seconds / 3600:.1f}h ago"
 
 
+def _until(info: ModelInfo) -> str:
+    """When keep-alive unloads the model: ``in 4m``, ``after use``, ``-`` (never)."""
+    if info.keep_alive is None or info.pinned:
+        return "-"
+    if info.in_use or info.unload_at is None:
+        return "after use" if info.keep_alive == 0 else f"{_span(info.keep_alive)} after use"
+    seconds = info.unload_at - time.time()
+    return "due" if seconds <= 0 else f"in {_span(seconds)}"
+
+
+def _span(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """One loaded model. Fields that cannot be known for an object are None, never guessed."""
@@ -61,6 +79,9 @@ class ModelInfo:
     last_used: float
     hits: int
     pinned: bool
+    keep_alive: float | None = None  # seconds idle before keep-alive unloads it; None: forever
+    unload_at: float | None = None  # when keep-alive unloads it if it stays idle (time.time()); None: never
+    in_use: bool = False  # a call through its handle (or the cell that used it) is still running
 
     @property
     def total_bytes(self) -> int | None:
@@ -93,9 +114,23 @@ class ModelInfo:
             _ago(self.last_used),
             str(self.hits),
             "yes" if self.pinned else "",
+            _until(self),
         ]
 
-    HEADERS = ("name", "source", "class", "device", "dtype", "params", "size", "load", "last used", "hits", "pinned")
+    HEADERS = (
+        "name",
+        "source",
+        "class",
+        "device",
+        "dtype",
+        "params",
+        "size",
+        "load",
+        "last used",
+        "hits",
+        "pinned",
+        "unloads",
+    )
 
     def __str__(self) -> str:
         return _text_table(self.HEADERS, [self.row()])
@@ -262,18 +297,28 @@ class ReleaseReport:
         return f'<ul class="nbmodels-report">{items}</ul>{tables}'
 
 
-EventKind = Literal["load_started", "load_finished", "load_failed", "unloaded", "cleanup", "moved"]
+EventKind = Literal[
+    "load_started", "load_finished", "load_failed", "unloaded", "cleanup", "moved", "evicted", "expired", "pinned"
+]
 
 
 @dataclass(frozen=True)
 class Event:
-    """A change in the manager, sent to subscribers. Carries records, never models."""
+    """A change in the manager, sent to subscribers. Carries records, never models.
+
+    The memory policy adds ``evicted`` (a model left to make room for ``cause``:
+    ``report`` when it was unloaded, ``info`` when it was offloaded), ``expired``
+    (keep-alive unloaded an idle model) and ``pinned`` (pinned or unpinned: see
+    ``info.pinned``); ``reason`` says it in one line.
+    """
 
     kind: EventKind
     name: str | None = None
     info: ModelInfo | None = None
     report: ReleaseReport | None = None
     error: str | None = None
+    reason: str | None = None
+    cause: str | None = None
 
 
 class ModelList(list[ModelInfo]):

@@ -1,4 +1,4 @@
-"""Tab completion of model names after ``%load_model``, ``%unload_model`` and ``%model_info``.
+"""Tab completion of model names after ``%load_model``, ``%unload_model``, ``%model_info`` and the policy magics.
 
 Uses IPython's matcher API v2 (``context_matcher``): the matcher sees the line
 up to the cursor and, when the cursor is on a magic's first argument, offers
@@ -19,7 +19,9 @@ from nbmodels.core import ModelManager, get_manager
 IDENTIFIER = "nbmodels.model_names"
 
 # The magic, optionally after an assignment (``m = %load_model``), then the first argument being typed.
-_FIRST_ARGUMENT = re.compile(r"(?:^|[=;]\s*)%?(load_model|unload_model|model_info)\s+(\S*)$")
+_FIRST_ARGUMENT = re.compile(
+    r"(?:^|[=;]\s*)%?(load_model|unload_model|model_info|model_pin|model_unpin|model_offload|model_to)\s+(\S*)$"
+)
 
 
 def candidate_names(manager: ModelManager, magic: str) -> list[str]:

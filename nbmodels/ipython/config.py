@@ -15,10 +15,12 @@ import logging
 import os
 from typing import Any
 
-from traitlets import Bool, Float, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, Union, default, validate
 from traitlets.config import Configurable
 
 from nbmodels.core.devices import dtype_name, parse_device_name
+from nbmodels.core.policy.budget import check_count, parse_budgets
+from nbmodels.core.policy.sizes import parse_duration
 from nbmodels.errors import InvalidArgumentError
 
 log = logging.getLogger("nbmodels")
@@ -35,7 +37,15 @@ ENVIRONMENT: dict[str, str] = {
     "shutdown_log": "NBMODELS_SHUTDOWN_LOG",
     "shutdown_timeout": "NBMODELS_SHUTDOWN_TIMEOUT",
     "handle_sigterm": "NBMODELS_HANDLE_SIGTERM",
+    "max_memory": "NBMODELS_MAX_MEMORY",
+    "max_loaded_models": "NBMODELS_MAX_LOADED_MODELS",
+    "keep_alive": "NBMODELS_KEEP_ALIVE",
+    "evict": "NBMODELS_EVICT",
 }
+
+# The settings of the memory policy, handed to the manager (see nbmodels.ipython.policy).
+POLICY_TRAITS = ("max_memory", "max_loaded_models", "keep_alive", "evict")
+EVICT_MODES = ("unload", "offload")
 
 
 TIMEOUT_RANGE = (0.05, 30.0)
@@ -82,6 +92,36 @@ def _read_path(raw: str, fallback: str) -> tuple[str, str]:
     return raw.strip(), ""
 
 
+def _read_checked(check: Any, what: str, using: str) -> Any:
+    """A reader for a policy setting: the text when ``check`` accepts it, else the fallback and why."""
+
+    def read(raw: str, fallback: Any) -> tuple[Any, str]:
+        text = raw.strip()
+        try:
+            check(text)
+        except InvalidArgumentError as exc:
+            return fallback, f"is not {what} ({exc}); using {using}"
+        return text, ""
+
+    return read
+
+
+def _read_count(raw: str, fallback: int) -> tuple[int, str]:
+    text = raw.strip()
+    if not text:
+        return fallback, ""
+    try:
+        return check_count(int(text)), ""
+    except (ValueError, InvalidArgumentError):
+        return fallback, f"is not a whole number of models (0: no limit); using {fallback}"
+
+
+def check_evict(value: Any) -> str:
+    if value not in EVICT_MODES:
+        raise InvalidArgumentError(f"evict must be 'unload' or 'offload', not {value!r}")
+    return str(value)
+
+
 _READERS: dict[str, Any] = {
     "default_device": _read_placement(parse_device_name, "--device"),
     "default_dtype": _read_placement(dtype_name, "--dtype"),
@@ -90,6 +130,10 @@ _READERS: dict[str, Any] = {
     "shutdown_log": _read_path,
     "shutdown_timeout": _read_timeout,
     "handle_sigterm": _read_bool,
+    "max_memory": _read_checked(parse_budgets, "a budget such as 'cpu=8GiB,cuda:0=0.8'", "no budget"),
+    "max_loaded_models": _read_count,
+    "keep_alive": _read_checked(parse_duration, "a duration such as '30m' or -1", "-1 (forever)"),
+    "evict": _read_checked(check_evict, "'unload' or 'offload'", "'unload'"),
 }
 
 
@@ -151,6 +195,33 @@ class NBModels(Configurable):
         "Env: NBMODELS_HANDLE_SIGTERM (1/0).",
     ).tag(config=True)
 
+    max_memory = Union(
+        [Unicode(), Dict()],
+        default_value="",
+        help="Memory budget per device for the loaded models: 'cpu=8GiB,cuda:0=0.8' or {'cpu': '8GiB', 'cuda:0': 0.8} "
+        "(bytes, sizes with GB = 10**9 and GiB = 2**30, or fractions of the device). A load that would exceed it "
+        "unloads the least recently used unpinned models there first. '' for none. Env: NBMODELS_MAX_MEMORY.",
+    ).tag(config=True)
+
+    max_loaded_models = Int(
+        0,
+        help="How many models may be loaded at once (0: no limit); one more evicts the least recently used. "
+        "Env: NBMODELS_MAX_LOADED_MODELS.",
+    ).tag(config=True)
+
+    keep_alive = Union(
+        [Float(), Unicode()],
+        default_value="-1",
+        help="How long a model stays loaded while idle when %load_model gives no --keep-alive: seconds, '30m', "
+        "'1h'; 0 unloads it when the cell that used it ends; -1 keeps it (the default). Env: NBMODELS_KEEP_ALIVE.",
+    ).tag(config=True)
+
+    evict = Unicode(
+        "unload",
+        help="What eviction does to a model on a GPU: 'unload' it, or 'offload' it to the CPU when the CPU's budget "
+        "allows. Env: NBMODELS_EVICT.",
+    ).tag(config=True)
+
     @default("default_device")
     def _default_device(self) -> str:
         value: str = _env("default_device", "")
@@ -182,6 +253,38 @@ class NBModels(Configurable):
     def _default_handle_sigterm(self) -> bool:
         return bool(_env("handle_sigterm", True))
 
+    @default("max_memory")
+    def _default_max_memory(self) -> str:
+        return str(_env("max_memory", ""))
+
+    @default("max_loaded_models")
+    def _default_max_loaded_models(self) -> int:
+        return int(_env("max_loaded_models", 0))
+
+    @default("keep_alive")
+    def _default_keep_alive(self) -> str:
+        return str(_env("keep_alive", "-1"))
+
+    @default("evict")
+    def _default_evict(self) -> str:
+        return str(_env("evict", "unload"))
+
+    @validate("max_memory")
+    def _check_max_memory(self, proposal: dict[str, Any]) -> Any:
+        return _checked(parse_budgets, proposal["value"])
+
+    @validate("max_loaded_models")
+    def _check_max_loaded_models(self, proposal: dict[str, Any]) -> Any:
+        return _checked(check_count, proposal["value"])
+
+    @validate("keep_alive")
+    def _check_keep_alive(self, proposal: dict[str, Any]) -> Any:
+        return _checked(parse_duration, proposal["value"])
+
+    @validate("evict")
+    def _check_evict(self, proposal: dict[str, Any]) -> Any:
+        return _checked(check_evict, proposal["value"])
+
     @validate("shutdown_timeout")
     def _check_timeout(self, proposal: dict[str, Any]) -> float:
         """Clamp rather than refuse: a bad value in a profile must not stop the extension from loading."""
@@ -210,10 +313,28 @@ class NBModels(Configurable):
                 found.append(problem)
         return found
 
+    def policy(self) -> dict[str, Any]:
+        """The memory policy for the manager: ``max_memory``, ``max_loaded_models``, ``keep_alive``, ``evict``."""
+        return {
+            "max_memory": parse_budgets(self.max_memory),
+            "max_loaded_models": check_count(self.max_loaded_models),
+            "keep_alive": parse_duration(self.keep_alive),
+            "evict": check_evict(self.evict),
+        }
+
     def load_defaults(self) -> dict[str, str]:
         """``device``/``dtype`` keywords to pass to a load when the user gave none."""
         found = {"device": self.default_device.strip(), "dtype": self.default_dtype.strip()}
         return {key: value for key, value in found.items() if value}
 
 
-__all__ = ["ENVIRONMENT", "NBModels"]
+def _checked(check: Any, value: Any) -> Any:
+    """``value`` when ``check`` accepts it; a TraitError with its message otherwise (``%config`` shows it, one line)."""
+    try:
+        check(value)
+    except InvalidArgumentError as exc:
+        raise TraitError(str(exc)) from None
+    return value
+
+
+__all__ = ["ENVIRONMENT", "POLICY_TRAITS", "NBModels"]

@@ -80,11 +80,16 @@ class ModelHandle:
     # --- the target -------------------------------------------------------------
 
     def _nbm_target(self) -> Any:
-        """The model: through the weak reference, else by name (a reload or a move made a new object)."""
+        """The model: through the weak reference, else by name (a reload or a move made a new object).
+
+        Every use through the handle counts as a use of the model (its keep-alive
+        clock restarts, and eviction takes the least recently used first).
+        """
         ref = self._nbm_ref
         if ref is not None:
             model = ref()
             if model is not None:
+                self._nbm_manager.mark_used(self._nbm_name)
                 return model
         try:
             model = self._nbm_manager.get(self._nbm_name) if self._nbm_name in self._nbm_manager else None
@@ -142,7 +147,8 @@ class ModelHandle:
         delattr(self._nbm_target(), attribute)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._nbm_target()(*args, **kwargs)
+        with self._nbm_manager.using(self._nbm_name):  # in use while it runs: never evicted or expired mid-call
+            return self._nbm_target()(*args, **kwargs)
 
     def __dir__(self) -> list[str]:
         return dir(self._nbm_target()) if self._nbm_alive() else []

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import keyword
 import os
 import shlex
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 from IPython.core import magic as _magic
@@ -36,9 +37,10 @@ from IPython.core import magic_arguments as _magic_arguments
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class
 
-from nbmodels.core import ModelManager, ReleaseReport, get_manager
+from nbmodels.core import Event, ModelManager, ReleaseReport, get_manager, memory
 from nbmodels.core.devices import normalize_device, normalize_dtype
 from nbmodels.core.manager import check_name
+from nbmodels.core.memory import format_bytes
 from nbmodels.core.sources import Source
 from nbmodels.errors import (
     InvalidArgumentError,
@@ -100,6 +102,7 @@ _RESERVED_KW = {
     "dtype": "--dtype",
     "trust": "--trust",
     "pin": "--pin",
+    "keep_alive": "--keep-alive",
     "reload": "--reload",
     "on_release": "the Python API",
 }
@@ -240,7 +243,7 @@ class LoaderUsageError(UsageError):
 @magics_class
 class NBModelsMagics(Magics):
     """``%load_model``, ``%list_models`` (``%models``), ``%model_info``, ``%unload_model``, ``%model_cleanup``,
-    ``%model_panel``."""
+    ``%model_pin``, ``%model_unpin``, ``%model_offload``, ``%model_to``, ``%model_panel``."""
 
     def __init__(
         self,
@@ -367,7 +370,15 @@ class NBModelsMagics(Magics):
         "--device", default=None, help="cpu, cuda, cuda:N, mps or auto (a new name's default: NBModels.default_device)"
     )
     @argument("--dtype", default=None, help="float32, float16/fp16/half, bfloat16/bf16, float64")
-    @argument("--pin", action="store_true", help="keep it loaded through eviction")
+    @argument("--pin", action="store_true", help="keep it loaded: no budget evicts it, keep-alive never unloads it")
+    @argument(
+        "--keep-alive",
+        dest="keep_alive",
+        default=None,
+        metavar="DURATION",
+        help="unload it after this long idle: seconds, 30m, 1h; 0: when the cell that used it ends; -1: never "
+        "(default NBModels.keep_alive)",
+    )
     @argument("--trust", action="store_true", help="allow pickled checkpoints (runs code from the file)")
     @argument("--reload", action="store_true", help="load again even if the name is loaded")
     @argument("--as", dest="var", metavar="VAR", default=None, help="also bind the handle to this variable")
@@ -403,22 +414,26 @@ class NBModelsMagics(Magics):
         waited = args.name in manager.loading() and args.source is None
         placement = {"device": args.device, "dtype": args.dtype}
         placement.update(self._default_placement(manager, args.name, placement))
-        model = self._call(
-            "load_model",
-            with_progress(  # a bar in the notebook while a load takes more than a second
-                args.name,
-                lambda: manager.load(
+        with _evictions_for(manager, args.name) as evicted:
+            model = self._call(
+                "load_model",
+                with_progress(  # a bar in the notebook while a load takes more than a second
                     args.name,
-                    args.source,
-                    trust=args.trust,
-                    pin=args.pin,
-                    reload=args.reload,
-                    **placement,
-                    **keywords,
+                    lambda: manager.load(
+                        args.name,
+                        args.source,
+                        trust=args.trust,
+                        pin=args.pin,
+                        reload=args.reload,
+                        keep_alive=args.keep_alive,
+                        **placement,
+                        **keywords,
+                    ),
                 ),
-            ),
-            name=args.name,
-        )
+                name=args.name,
+            )
+        for line in evicted:  # another model left to make room: the user must hear of it, verbose or not
+            print(line)
         handle = ModelHandle(args.name, model, manager)
         del model
         info = self._call("load_model", lambda: manager.info(args.name), name=args.name)
@@ -533,6 +548,55 @@ class NBModelsMagics(Magics):
 
     @line_magic
     @magic_arguments()
+    @argument("name", help="a loaded model")
+    def model_pin(self, line: str) -> None:
+        """Pin a loaded model: no budget evicts it and keep-alive never unloads it (%unload_model still does)."""
+        args = parse_line(self.model_pin, "model_pin", line)
+        info = self._call("model_pin", lambda: self.manager.pin(args.name), name=args.name)
+        print(f"{info.name}: pinned ({format_bytes(info.total_bytes)}); %model_unpin {info.name} lets it go again")
+
+    @line_magic
+    @magic_arguments()
+    @argument("name", help="a loaded model")
+    def model_unpin(self, line: str) -> None:
+        """Unpin a model: budgets may evict it again, and its keep-alive runs."""
+        args = parse_line(self.model_unpin, "model_unpin", line)
+        info = self._call("model_unpin", lambda: self.manager.unpin(args.name), name=args.name)
+        print(f"{info.name}: unpinned ({format_bytes(info.total_bytes)})")
+
+    @line_magic
+    @magic_arguments()
+    @argument("name", help="a loaded model")
+    def model_offload(self, line: str) -> None:
+        """Move a loaded model to the CPU: its GPU memory comes back and it stays loaded (%model_to moves it back)."""
+        args = parse_line(self.model_offload, "model_offload", line)
+        self._move("model_offload", args.name, "cpu")
+
+    @line_magic
+    @magic_arguments()
+    @argument("name", help="a loaded model")
+    @argument("device", help="cpu, cuda, cuda:N, mps or auto (the CUDA device with the most room)")
+    def model_to(self, line: str) -> None:
+        """Move a loaded model to a device; under a budget there, idle models there leave first."""
+        args = parse_line(self.model_to, "model_to", line)
+        self._move("model_to", args.name, args.device)
+
+    def _move(self, magic: str, name: str, device: str) -> None:
+        manager = self.manager
+        before = memory.cuda_allocated()
+        with _evictions_for(manager, name) as evicted:
+            info = self._call(magic, lambda: manager.to(name, device), name=name)
+        after = memory.cuda_allocated()
+        for line in evicted:
+            print(line)
+        text = f"{info.name}: on {', '.join(info.devices) or '?'} ({format_bytes(info.total_bytes)})"
+        measured = [
+            f"{d} allocated {format_bytes(before.get(d, 0))} -> {format_bytes(n)}" for d, n in sorted(after.items())
+        ]
+        print(text + (f"; measured: {'; '.join(measured)}" if measured else ""))
+
+    @line_magic
+    @magic_arguments()
     @argument(
         "--refresh",
         type=float,
@@ -557,6 +621,22 @@ class NBModelsMagics(Magics):
         except TraitError as exc:  # a bad --refresh
             _usage("model_panel", f"--refresh: {one_line(exc)}")
         display(panel)  # a later run of this cell closes it (see nbmodels.widgets.cells)
+
+
+@contextlib.contextmanager
+def _evictions_for(manager: ModelManager, name: str) -> Iterator[list[str]]:
+    """The lines of the evictions made for ``name`` while the block runs (other threads' are not collected)."""
+    lines: list[str] = []
+
+    def collect(event: Event) -> None:
+        if event.kind == "evicted" and event.cause == name and event.reason:
+            lines.append(event.reason)
+
+    unsubscribe = manager.subscribe(collect)
+    try:
+        yield lines
+    finally:
+        unsubscribe()
 
 
 __all__ = ["LoaderUsageError", "NBModelsMagics", "literal", "parse_keywords", "parse_line", "split_line"]

@@ -16,7 +16,8 @@ from dataclasses import fields
 from typing import Any
 
 from nbmodels.core import ModelInfo, ModelList
-from nbmodels.core.memory import DeviceMemory, device_readings, format_bytes
+from nbmodels.core.memory import DeviceMemory, describe_reading, device_readings, format_bytes
+from nbmodels.core.policy.sizes import format_duration
 
 
 def display(obj: Any, *, raw: bool = False) -> None:
@@ -27,22 +28,7 @@ def display(obj: Any, *, raw: bool = False) -> None:
     show(obj, raw=raw)
 
 
-def describe_device(reading: DeviceMemory) -> str:
-    """One line of memory for a device, in words."""
-    if reading.device == "cpu":
-        text = f"process RSS {format_bytes(reading.used)}"
-        if reading.available is not None and reading.total is not None:
-            text += f"; system {format_bytes(reading.available)} available of {format_bytes(reading.total)}"
-        return text
-    parts = [f"allocated {format_bytes(reading.used)}"]
-    if reading.reserved is not None:
-        parts.append(f"reserved {format_bytes(reading.reserved)}")
-    parts.append(f"free {format_bytes(reading.available)} of {format_bytes(reading.total)}")
-    text = ", ".join(parts)
-    if reading.context_floor is not None:
-        floor = format_bytes(reading.context_floor)
-        text += f"; CUDA context and other processes {floor} (not returned while the kernel runs)"
-    return text
+describe_device = describe_reading  # one line of memory for a device, in words (see nbmodels.core.memory)
 
 
 def _cuda_note(readings: Iterable[DeviceMemory]) -> str | None:
@@ -129,6 +115,8 @@ class ModelDetails(ModelInfo):
             ("last used", _clock(self.last_used)),
             ("uses", str(self.hits)),
             ("pinned", "yes" if self.pinned else "no"),
+            ("keep-alive", format_duration(self.keep_alive)),
+            ("unloads", self.row()[-1] if self.keep_alive is not None else "never (keep-alive is forever)"),
         ]
 
     def __str__(self) -> str:

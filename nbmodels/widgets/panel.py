@@ -53,8 +53,8 @@ PENDING_TICK_S = 1.0  # while a load runs, its row's elapsed time moves once a s
 
 
 def _actions_width(gpu: bool) -> str:
-    """Room for the row buttons: Unload, plus Offload/Move when there is a GPU."""
-    return "200px" if gpu else "96px"
+    """Room for the row buttons: Pin and Unload, plus Offload/Move when there is a GPU."""
+    return "260px" if gpu else "150px"
 
 
 def _button(description: str, css: str, tooltip: str, *, small: bool = True, **kwargs: Any) -> widgets.Button:
@@ -95,19 +95,33 @@ class ModelRow:
         self.name = name
         self.unload_button = _button("Unload", "nbmodels-unload", f"unload {name} and free its memory")
         self.unload_button.on_click(lambda _: panel.unload(name))
-        buttons: list[widgets.Widget] = [self.unload_button]
+        self.pin_button = _button(
+            "Pin", "nbmodels-pin", f"pin {name}: no budget evicts it, keep-alive never unloads it"
+        )
+        self.pin_button.on_click(lambda _: panel.toggle_pin(name))
+        buttons: list[widgets.Widget] = [self.pin_button, self.unload_button]
         self.move_button: widgets.Button | None = None
         self._move_target = "cuda:0"
         if gpu:
             self.move_button = _button("To GPU", "nbmodels-move", "")
             self.move_button.on_click(lambda _: panel.move(name, self._move_target))
-            buttons.insert(0, self.move_button)
+            buttons.insert(1, self.move_button)
         self.cells, self.box = _row(name, "row", buttons, gpu)
         self.info: ModelInfo | None = None
 
     def show(self, info: ModelInfo, largest: int, busy: bool) -> None:
         self.info = info
         self.cells.value = render.row_cells(info, largest)
+        self.pin_button.description = "Unpin" if info.pinned else "Pin"
+        self.pin_button.tooltip = (
+            f"unpin {self.name}: budgets may evict it again, its keep-alive runs"
+            if info.pinned
+            else f"pin {self.name}: no budget evicts it, keep-alive never unloads it"
+        )
+        if info.pinned:
+            self.pin_button.add_class("nbm-pinned")
+        else:
+            self.pin_button.remove_class("nbm-pinned")
         if self.move_button is not None:
             on_gpu = (info.device or "").startswith("cuda")
             self._move_target = "cpu" if on_gpu else "cuda:0"
@@ -469,6 +483,11 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self.refresh(*render.report_text(event.report))
         elif event.kind == "moved" and event.info is not None:
             self.refresh(f"moved {event.name} to {event.info.device}", "ok")
+        elif event.kind in ("evicted", "expired") and event.reason:
+            survived = event.report is not None and not event.report.ok
+            self.refresh(event.reason, "warn" if survived else "info")
+        elif event.kind == "pinned" and event.reason:
+            self.refresh(event.reason, "ok")
         else:
             self.refresh()
 
@@ -525,6 +544,16 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self.refresh(str(exc), "error")
             return
         self._show_report(report)
+
+    def toggle_pin(self, name: str) -> None:
+        """Pin a model (no budget evicts it, keep-alive never unloads it), or unpin it; the status line says which."""
+        try:
+            pinned = self._manager.info(name).pinned
+            info = self._manager.unpin(name) if pinned else self._manager.pin(name)
+        except Exception as exc:
+            self.refresh(str(exc), "error")
+            return
+        self.refresh(f"{'pinned' if info.pinned else 'unpinned'} {name}", "ok")
 
     def force_free(self, name: str) -> None:
         """Free a released model that something still holds: exactly what its row shows force would remove.

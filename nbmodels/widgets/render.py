@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from typing import Literal
 
 from nbmodels.core.memory import DeviceMemory, format_bytes
+from nbmodels.core.policy.sizes import format_duration
 from nbmodels.core.reports import ModelInfo, ReleaseReport
 from nbmodels.widgets.force import ForcePlan
 
 StatusKind = Literal["info", "busy", "ok", "warn", "error"]
 
-COLUMNS = ("name", "source", "device", "dtype", "params", "size", "load", "last used", "hits", "pin")
+COLUMNS = ("name", "source", "device", "dtype", "params", "size", "load", "last used", "hits", "pin", "unloads")
 _NUMERIC = frozenset({"params", "size", "load", "hits"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -145,7 +146,7 @@ def header_cells() -> str:
 
 def row_cells(info: ModelInfo, largest: int) -> str:
     """A table row's text cells; ``largest`` scales the small size bar under each size."""
-    name, source, class_name, devices, dtypes, _params, size, load, last_used, hits, _ = info.row()
+    name, source, class_name, devices, dtypes, _params, size, load, last_used, hits, _, unloads = info.row()
     chips = "".join(
         f'<span class="nbm-chip nbm-chip-{"cuda" if d.startswith("cuda") else "cpu"}">{_e(d)}</span>'
         for d in (info.devices or ("?",))
@@ -165,8 +166,18 @@ def row_cells(info: ModelInfo, largest: int) -> str:
         f'<div class="nbm-c">{_e(last_used)}</div>',
         f'<div class="nbm-c nbm-num">{_e(hits)}</div>',
         f'<div class="nbm-c nbm-pin" title="pinned">{"✓" if info.pinned else ""}</div>',
+        f'<div class="nbm-c nbm-unloads" title="{_e(_keep_alive_title(info))}">{_e(unloads)}</div>',
     ]
     return '<div class="nbm-cells">' + "".join(cells) + "</div>"
+
+
+def _keep_alive_title(info: ModelInfo) -> str:
+    """The unloads cell's tooltip: the keep-alive, and why the model is kept when it is."""
+    if info.keep_alive is None:
+        return "keep-alive: forever (never unloaded for being idle)"
+    if info.pinned:
+        return f"keep-alive {format_duration(info.keep_alive)}, but pinned: never unloaded"
+    return f"keep-alive {format_duration(info.keep_alive)}: unloaded after that long idle"
 
 
 def elapsed_text(seconds: float | None) -> str:
@@ -182,7 +193,7 @@ def pending_cells(name: str, seconds: float | None = None) -> str:
     """A load in flight: its name and how long it has run (``seconds`` since it started, when known)."""
     return (
         f'<div class="nbm-cells"><div class="nbm-c nbm-name"><b>{_e(name)}</b></div>'
-        f'<div class="nbm-c nbm-pending-text nbm-busy" style="grid-column: span 9">{_e(elapsed_text(seconds))}</div>'
+        f'<div class="nbm-c nbm-pending-text nbm-busy" style="grid-column: span 10">{_e(elapsed_text(seconds))}</div>'
         "</div>"
     )
 
@@ -203,7 +214,7 @@ def held_cells(plan: ForcePlan | None, name: str, loaded_too: bool) -> str:
     return (
         f'<div class="nbm-cells nbm-held"><div class="nbm-c nbm-name" title="{_e(name)}"><b>{_e(name)}</b>'
         f'<span class="nbm-sub">{_e(what)}</span></div>'
-        f'<div class="nbm-c nbm-plan" style="grid-column: span 9" title="{_e(detail)}">{_e(detail)}</div></div>'
+        f'<div class="nbm-c nbm-plan" style="grid-column: span 10" title="{_e(detail)}">{_e(detail)}</div></div>'
     )
 
 

@@ -64,7 +64,7 @@ CSS = """
 .nbm-legend i:first-child { margin-left: 0; }
 
 .nbm-cells { display: grid; align-items: center; column-gap: 10px;
-  grid-template-columns: minmax(110px, 1.3fr) minmax(90px, 1.2fr) 64px 66px 62px 90px 50px 80px 40px 30px; }
+  grid-template-columns: minmax(110px, 1.3fr) minmax(90px, 1.2fr) 64px 66px 62px 90px 50px 80px 40px 30px 74px; }
 .nbm-c { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; font-variant-numeric: tabular-nums; }
 .nbm-num { text-align: right; }
 .nbm-head .nbm-c { font-size: 11px; font-weight: 600; color: var(--nbm-faint); text-transform: uppercase;
@@ -104,6 +104,9 @@ CSS = """
   color: var(--nbm-error); border: 1px solid var(--nbm-error); }
 .nbmodels-panel .jupyter-button.nbmodels-cleanup:hover { background: var(--nbm-error); color: white; }
 .nbm-pin { text-align: center; color: var(--nbm-accent); font-weight: 700; }
+.nbmodels-panel .jupyter-button.nbmodels-pin { background: transparent; border: 1px solid var(--nbm-line); }
+.nbmodels-panel .jupyter-button.nbmodels-pin.nbm-pinned { border-color: var(--nbm-accent); color: var(--nbm-accent); }
+.nbm-unloads { color: var(--nbm-muted); font-size: 12px; }
 .nbmodels-panel .nbm-form { margin-top: 2px; align-items: center; flex-wrap: wrap; }
 .nbmodels-panel .nbm-form .widget-text input, .nbmodels-panel .nbm-form select { border-radius: 4px; }
 .nbmodels-panel .nbm-busy::before { content: ""; display: inline-block; width: 10px; height: 10px;
