@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from nbmodels.core import Event, ModelInfo, ModelList, ModelManager, ReleaseReport, StillAlive, get_manager
 from nbmodels.errors import (
+    BudgetExceededError,
     InvalidArgumentError,
     ModelConflictError,
     ModelLoadError,
     ModelNotFoundError,
     NbModelsError,
+    PlacementWarning,
     RemoteError,
     SourceError,
     TransferError,
@@ -54,6 +56,7 @@ def panel(manager: ModelManager | None = None, *, refresh_interval: float = 2.0)
 
 
 __all__ = [
+    "BudgetExceededError",
     "Event",
     "InvalidArgumentError",
     "ModelConflictError",
@@ -63,6 +66,7 @@ __all__ = [
     "ModelManager",
     "ModelNotFoundError",
     "NbModelsError",
+    "PlacementWarning",
     "ReleaseReport",
     "RemoteError",
     "SourceError",

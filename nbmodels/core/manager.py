@@ -604,9 +604,8 @@ class ModelManager:
             raise
         except Exception as exc:
             detail = " ".join(str(exc).split())
-            raise ModelLoadError(
-                name, f"loading {name!r} from {spec.source.text} failed: {type(exc).__name__}: {detail}"
-            ) from exc
+            what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__  # MemoryError() says nothing
+            raise ModelLoadError(name, f"loading {name!r} from {spec.source.text} failed: {what}") from exc
         if model is None:
             raise ModelLoadError(
                 name, f"the loader of {name!r} ({spec.source.text}) returned None; it must return the model"
@@ -1155,6 +1154,10 @@ class ModelManager:
             fix = f"; {alive.fix} frees it" if alive is not None and alive.fix else ""
             blocked.append(f"{name} ({fmt(sizes.get(name))}, held by {held_by}{fix})")
         held_after = [e.name or "" for e in events if e.report is not None and e.report.still_alive]
+        with self._lock:
+            loading = [n for n, reserved in self._reserved.items() if n != cause and (reserved or plan.count_over)]
+        if loading:
+            blocked.append(f"{', '.join(loading)} (still loading)")
         subject = f"no room {purpose}" if cause is None else f"no room for {cause}"
         message = f"{subject}: " + "; ".join(parts)
         if blocked:
@@ -1167,7 +1170,12 @@ class ModelManager:
         return BudgetExceededError(message, name=cause or "", needed=dict(need), free=free, blocked=plan.blocked)
 
     def _room_before_load(self, name: str, spec: _Spec) -> None:
-        """Before a load under a budget: make room for its estimated size, and reserve that room."""
+        """Before a load under a budget: make room for its estimated size, and reserve that room.
+
+        Loads in flight hold their reservations and cannot be evicted: when only
+        they stand in the way, this load waits for them to finish (then they are
+        loaded models like any other, the least recently used of which may leave).
+        """
         if not self._policy_active():
             return
         need: dict[str, int] = {}
@@ -1176,10 +1184,22 @@ class ModelManager:
             found = estimate(spec.source.text, spec.kwargs, spec.dtype)
             if found is not None:
                 need = {device: found.nbytes}
-        with self._room_lock:
-            self._make_room(name, need, purpose=f"to fit {name}", exclude=name)
-            with self._lock:
-                self._reserved[name] = need
+        me = threading.get_ident()
+        while True:
+            with self._room_lock:
+                try:
+                    self._make_room(name, need, purpose=f"to fit {name}", exclude=name)
+                except BudgetExceededError:
+                    with self._lock:
+                        in_flight = [p for n, p in self._pending.items() if n in self._reserved and p.owner != me]
+                    if not in_flight:
+                        raise
+                else:
+                    with self._lock:
+                        self._reserved[name] = need
+                    return
+            for pending in in_flight:
+                pending.done.wait()
 
     def _room_after_load(self, name: str, entry: _Entry) -> builtins.list[Event]:
         """After a load (room lock held): the measured size must fit; if it cannot, the model is released again."""
