@@ -24,8 +24,8 @@ demo: $(VENV)/.installed-demo
 	$(BIN)/python -m nbmodels demo
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check nbmodels tests benchmarks
-	$(BIN)/ruff format --check nbmodels tests benchmarks
+	$(BIN)/ruff check nbmodels tests benchmarks scripts
+	$(BIN)/ruff format --check nbmodels tests benchmarks scripts
 	$(BIN)/mypy
 
 test: lint

@@ -1029,22 +1029,9 @@ class ModelManager:
         freeable: set[str] = set()
         holders: dict[str, StillAlive | None] | None = None
         while True:
-            with self._lock:
-                limits = self._limits()
-                used, count = self._usage(exclude)
-                candidates = self._candidates(tried, freeable)
-                cpu_room = self._cpu_room(limits, used) if self._evict == "offload" else None
-            plan = plan_room(
-                candidates,
-                used=used,
-                need=need,
-                limits=limits,
-                count=count,
-                adding=adding,
-                everywhere=everywhere,
-                cpu_room=cpu_room,
+            plan, limits, used = self._plan(
+                need, adding=adding, exclude=exclude, skip=tried, freeable=freeable, everywhere=everywhere
             )
-            del candidates
             if plan.fits and not plan.evictions:
                 return events
             if not plan.fits:
@@ -1060,6 +1047,40 @@ class ModelManager:
             event = self._evict_one(eviction, cause, purpose)
             if event is not None:
                 events.append(event)
+
+    def _plan(
+        self,
+        need: Mapping[str, int],
+        *,
+        adding: int = 1,
+        exclude: str | None = None,
+        skip: set[str | None] | None = None,
+        freeable: set[str] | None = None,
+        everywhere: bool = False,
+    ) -> tuple[RoomPlan, budgets.Limits, dict[str, int]]:
+        """The eviction decision, from the state now: what would leave for ``need`` (nothing changes).
+
+        ``exclude`` is the model room is made for (its bytes and reservation never
+        count, and it never leaves); ``skip`` the models tried already;
+        ``freeable`` those the holder search found nothing holding.
+        """
+        skip = {exclude} if skip is None else skip | {exclude}
+        with self._lock:
+            limits = self._limits()
+            used, count = self._usage(exclude)
+            candidates = self._candidates(skip, freeable or set())
+            cpu_room = self._cpu_room(limits, used) if self._evict == "offload" else None
+        plan = plan_room(
+            candidates,
+            used=used,
+            need=need,
+            limits=limits,
+            count=count,
+            adding=adding,
+            everywhere=everywhere,
+            cpu_room=cpu_room,
+        )
+        return plan, limits, used
 
     def _evict_one(self, eviction: Eviction, cause: str | None, purpose: str) -> Event | None:
         """Unload (or offload) one model to make room; its event, or None when it changed meanwhile."""

@@ -193,6 +193,7 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._plans: dict[str, force.ForcePlan] = {}
         self._pending_rows: dict[str, widgets.HTML] = {}
         self._started: dict[str, float] = {}  # name -> when this panel first saw its load in flight
+        self._evicted_for: dict[str, list[str]] = {}  # a load in flight -> the evictions made for it
         children = self._build()
         # _view_count=0 asks the front end to count this panel's views (None: do not count).
         super().__init__(children=children, _view_count=0, **kwargs)
@@ -476,8 +477,12 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                     self._started[event.name] = time.monotonic()
             self.refresh(f"loading {event.name}…", "busy")
         elif event.kind == "load_finished" and event.info is not None:
-            self.refresh(f"loaded {event.info.summary()}", "ok")
+            with self._lock:
+                evicted = self._evicted_for.pop(event.name or "", [])
+            self.refresh(" · ".join([*evicted, f"loaded {event.info.summary()}"]), "ok")
         elif event.kind == "load_failed":
+            with self._lock:
+                self._evicted_for.pop(event.name or "", None)
             self.refresh(event.error or f"loading {event.name} failed", "error")
         elif event.kind in ("unloaded", "cleanup") and event.report is not None:
             self.refresh(*render.report_text(event.report))
@@ -485,6 +490,9 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self.refresh(f"moved {event.name} to {event.info.device}", "ok")
         elif event.kind in ("evicted", "expired") and event.reason:
             survived = event.report is not None and not event.report.ok
+            if event.kind == "evicted" and event.cause is not None:
+                with self._lock:  # said again with the load it made room for, which would hide it
+                    self._evicted_for.setdefault(event.cause, []).append(event.reason)
             self.refresh(event.reason, "warn" if survived else "info")
         elif event.kind == "pinned" and event.reason:
             self.refresh(event.reason, "ok")
