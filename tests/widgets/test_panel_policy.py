@@ -11,13 +11,9 @@ from nbmodels import ModelManager
 from nbmodels.core.reports import ModelInfo
 from nbmodels.widgets import render
 from nbmodels.widgets.panel import ModelPanel
+from tests.widgets.test_panel import manager
 
-
-@pytest.fixture
-def manager() -> Iterator[ModelManager]:
-    mgr = ModelManager()
-    yield mgr
-    mgr.cleanup()
+__all__ = ["manager"]  # the panel tests' own manager fixture
 
 
 @pytest.fixture
