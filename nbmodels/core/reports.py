@@ -61,6 +61,19 @@ class ModelInfo:
     last_used: float
     hits: int
     pinned: bool
+    runner: str = "kernel"  # where it runs: "kernel", "process" (a worker process) or "ray" (a Ray actor)
+    pid: int | None = None  # the worker's process id, for a model that runs in one
+    node: str | None = None  # the Ray node of its actor
+    worker_memory: str = ""  # a reading of its worker (RSS, private memory, device bytes), from info() only
+
+    @property
+    def where(self) -> str:
+        """Where it runs, in words: ``kernel``, ``worker 4242``, ``ray 10.0.0.3``."""
+        if self.runner == "kernel":
+            return "kernel"
+        if self.runner == "ray":
+            return f"ray {self.node}" if self.node else "ray"
+        return f"worker {self.pid}" if self.pid is not None else "worker"
 
     @property
     def total_bytes(self) -> int | None:
@@ -93,9 +106,23 @@ class ModelInfo:
             _ago(self.last_used),
             str(self.hits),
             "yes" if self.pinned else "",
+            self.where,
         ]
 
-    HEADERS = ("name", "source", "class", "device", "dtype", "params", "size", "load", "last used", "hits", "pinned")
+    HEADERS = (
+        "name",
+        "source",
+        "class",
+        "device",
+        "dtype",
+        "params",
+        "size",
+        "load",
+        "last used",
+        "hits",
+        "pinned",
+        "runs in",
+    )
 
     def __str__(self) -> str:
         return _text_table(self.HEADERS, [self.row()])
@@ -192,6 +219,7 @@ class ReleaseReport:
     hunt_seconds: float = 0.0
     dry_run: bool = False
     would_free: tuple[str, ...] = ()
+    stopped: dict[str, str] = field(default_factory=dict, hash=False)  # models in a worker: how it ended
 
     @property
     def ok(self) -> bool:
@@ -221,6 +249,7 @@ class ReleaseReport:
             lines = ["nothing to release"]
         else:
             lines = [f"released {len(self.released)} model(s): {', '.join(self.released) or '-'}"]
+        lines += [f"{name}: its {how}" for name, how in sorted(self.stopped.items())]
         if self.rechecked:
             lines.append(f"checked again (released before, still alive then): {', '.join(self.rechecked)}")
         for name, actions in sorted(self.removed.items()):
@@ -231,7 +260,8 @@ class ReleaseReport:
                 lines.append(f"force removed what held {name}: {'; '.join(a.text() for a in actions)}")
         if not self.dry_run and (self.released or self.freed_bytes):
             freed = ", ".join(f"{d} {format_bytes(n)}" for d, n in sorted(self.freed_bytes.items())) or "0 B"
-            lines.append(f"freed (storages that died): {freed}")
+            what = "storages that died" + (", workers that ended" if self.stopped else "")
+            lines.append(f"freed ({what}): {freed}")
             measured = [f"RSS {format_bytes(self.rss_before)} -> {format_bytes(self.rss_after)}"]
             for device, after in sorted(self.cuda_allocated_after.items()):
                 before = self.cuda_allocated_before.get(device, 0)
@@ -262,7 +292,7 @@ class ReleaseReport:
         return f'<ul class="nbmodels-report">{items}</ul>{tables}'
 
 
-EventKind = Literal["load_started", "load_finished", "load_failed", "unloaded", "cleanup", "moved"]
+EventKind = Literal["load_started", "load_finished", "load_failed", "unloaded", "cleanup", "moved", "worker_died"]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbmodels.ipython import completion, machine, namespace
+from nbmodels.ipython import completion, machine, namespace, runners
 from nbmodels.ipython.config import NBModels
 from nbmodels.ipython.magics import NBModelsMagics
 from nbmodels.ipython.shutdown import HookSettings, ShutdownHook
@@ -111,6 +111,7 @@ INSTALL_STEPS: list[Callable[[Session], Undo | None]] = [
     install_shutdown_hook,
     install_leak_hunter,
     machine.install,  # publish this kernel's state for `python -m nbmodels ps` / `free`
+    runners.install,  # spare worker processes and the Ray address for isolated models
 ]
 
 _sessions: dict[int, Session] = {}

@@ -129,6 +129,7 @@ class ModelDetails(ModelInfo):
             ("last used", _clock(self.last_used)),
             ("uses", str(self.hits)),
             ("pinned", "yes" if self.pinned else "no"),
+            ("runs in", self.where + (f" ({self.worker_memory})" if self.worker_memory else "")),
         ]
 
     def __str__(self) -> str:

@@ -469,6 +469,8 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self.refresh(*render.report_text(event.report))
         elif event.kind == "moved" and event.info is not None:
             self.refresh(f"moved {event.name} to {event.info.device}", "ok")
+        elif event.kind == "worker_died":
+            self.refresh(f"the worker of {event.name} ended ({event.error}); load it again to use it", "error")
         else:
             self.refresh()
 
