@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from nbmodels.core import isolation, memory
-from nbmodels.core.devices import normalize_device, normalize_dtype
+from nbmodels.core.devices import normalize_device, normalize_dtype, place
 from nbmodels.core.freshness import Measurement
 from nbmodels.core.holders.sites import Boundary, HolderFinder, Site, default_sites
 from nbmodels.core.holders.watch import Watch
@@ -187,19 +187,6 @@ def _measure(model: Any, *, again: bool = False) -> Measurement | isolation.Remo
             isolation.measure_again(model)
         return isolation.RemoteMeasurement(model)
     return Measurement(model)
-
-
-def _place(model: Any, device: str | None, dtype: Any) -> Any:
-    if device is None and dtype is None:
-        return model
-    move = getattr(model, "to", None)
-    if move is None:
-        raise InvalidArgumentError(f"a {type(model).__name__} has no .to(); load it without device or dtype")
-    if device is not None:
-        model = move(device)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model
 
 
 class ModelManager:
@@ -478,7 +465,7 @@ class ModelManager:
         try:
             model = spec.source.load(trust=spec.trust, kwargs=spec.kwargs)
             if model is not None:
-                model = _place(model, spec.device, spec.dtype)
+                model = place(model, spec.device, spec.dtype)
         except NbModelsError as exc:  # raised inside the loader (often by nbmodels): say which load it was
             exc.add_context(before=f"loading {name!r} from {spec.source.text}: ")
             raise
@@ -628,7 +615,7 @@ class ModelManager:
         with self._lock:
             entry = self._loaded(name)
             model = entry.model
-        moved = _place(model, target, None)
+        moved = place(model, target, None)
         with self._lock:
             still_loaded = self._entries.get(name) is entry
             if still_loaded:
