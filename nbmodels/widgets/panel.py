@@ -265,7 +265,7 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         def section(title: str) -> widgets.HTML:
             return widgets.HTML(f'<div class="nbm-section">{title}</div>')
 
-        self.machine = MachineSection()
+        self.machine = MachineSection(start=False)  # it reads the machine only once the panel is shown
         return [
             header,
             section("Memory"),
@@ -338,6 +338,7 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if not was_following:
             self.refresh()
         self._start_timer()
+        self.machine.start()
 
     def _doze(self) -> None:
         """No view left: stop following and ticking, keep the widgets (a view may come back)."""
@@ -390,13 +391,13 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             busy = self._busy is not None
             largest = max((i.total_bytes or 0 for i in infos), default=0)
             gpu = self._cuda_devices > 0
-            for name in [n for n in self.rows if n not in loaded]:
-                self.rows.pop(name).close()
+            # rows that go are closed only after the table stops showing them: a closed widget still in a
+            # layout breaks ipywidgets' embedding (Voilà, embed_data) if it looks in between
+            gone: list[Any] = [self.rows.pop(n) for n in [n for n in self.rows if n not in loaded]]
             for name in [n for n in self._pending_rows if n not in loading]:
-                close_tree(self._pending_rows.pop(name))
+                gone.append(self._pending_rows.pop(name))
                 self._started.pop(name, None)
-            for name in [n for n in self.held if n not in survivors]:
-                self.held.pop(name).close()
+            gone += [self.held.pop(n) for n in [n for n in self.held if n not in survivors]]
             for name in [n for n in self._plans if n not in survivors]:
                 del self._plans[name]
             for info in infos:
@@ -424,6 +425,11 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             children = [self.table.children[0], *(body or [self._empty])]
             if list(self.table.children) != children:
                 self.table.children = children
+            for old in gone:  # rows (ModelRow, HeldRow) close their own widgets; a pending row is one widget
+                if isinstance(old, widgets.Widget):
+                    close_tree(old)
+                else:
+                    old.close()
 
             model_bytes: dict[str, int] = {}
             for info in infos:
