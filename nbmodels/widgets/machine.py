@@ -23,6 +23,7 @@ from nbmodels.machine.free import FreeResult, describe, free_row
 from nbmodels.machine.scan import KernelRow, MachineView, OtherProcess, current_user, scan
 from nbmodels.machine.view import activity, gpu_lines, gpu_text, models_text, summary
 from nbmodels.widgets import render
+from nbmodels.widgets.tree import close_tree
 
 REFRESH_SECONDS = 10.0
 COLUMNS = ("kernel", "pid", "notebook", "rss", "gpu", "models", "idle")
@@ -105,8 +106,7 @@ class KernelLine:
         self.free_button.description = "Freeing…" if busy else "Free"
 
     def close(self) -> None:
-        for widget in (self.free_button, self.actions, self.cells, self.box):
-            widget.close()
+        close_tree(self.box)
 
 
 class MachineSection:
@@ -271,11 +271,9 @@ class MachineSection:
     def close(self) -> None:
         with self._lock:
             self._stop.set()
-            for line in self.lines.values():
-                line.close()
             self.lines.clear()
-            for widget in (*self._other_lines, self.box):
-                widget.close()
+            self._other_lines = []
+            close_tree(self.box)  # the table, its rows and every Layout: none left open with closed children
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.box._repr_mimebundle_(**kwargs)

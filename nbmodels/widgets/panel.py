@@ -47,6 +47,7 @@ from nbmodels.widgets.machine import MachineSection
 from nbmodels.widgets.options import check_form_options, parse_options
 from nbmodels.widgets.style import CSS
 from nbmodels.widgets.timer import RefreshTimer
+from nbmodels.widgets.tree import close_tree
 
 DEFAULT_REFRESH_S = 2.0
 PENDING_TICK_S = 1.0  # while a load runs, its row's elapsed time moves once a second
@@ -64,17 +65,6 @@ def _button(description: str, css: str, tooltip: str, *, small: bool = True, **k
         button.add_class("nbm-small")
         button.layout.width = "auto"
     return button
-
-
-def close_tree(widget: widgets.Widget) -> None:
-    """Close a widget, its children, and their Layout and Style widgets (ipywidgets leaves those open)."""
-    for child in getattr(widget, "children", ()):
-        close_tree(child)
-    for part in ("layout", "style"):
-        sub = getattr(widget, part, None)
-        if isinstance(sub, widgets.Widget):
-            sub.close()
-    widget.close()
 
 
 def _row(name: str, kind: str, buttons: list[widgets.Widget], gpu: bool) -> tuple[widgets.HTML, widgets.HBox]:
