@@ -1,4 +1,5 @@
-"""The IPython-free core: manager, sources, memory accounting, holder search.
+"""The IPython-free core: the manager, sources, memory accounting, the release and the holder search
+(``holders/``), and the runners that place a model in a worker process or a Ray actor (``runners/``).
 
 Nothing here imports IPython or ipywidgets, and torch is imported only when a
 model is loaded or measured.

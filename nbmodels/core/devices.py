@@ -117,3 +117,17 @@ def normalize_dtype(dtype: Any) -> torch.dtype | None:
         return dtype
     result: torch.dtype = getattr(torch, dtype_name(dtype))
     return result
+
+
+def place(model: Any, device: str | None, dtype: Any) -> Any:
+    """``model.to(device)`` then ``.to(dtype)``, each only when asked; a clear error for an object without ``.to()``."""
+    if device is None and dtype is None:
+        return model
+    move = getattr(model, "to", None)
+    if move is None:
+        raise InvalidArgumentError(f"a {type(model).__name__} has no .to(); load it without device or dtype")
+    if device is not None:
+        model = move(device)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import gc
 import inspect
 import logging
@@ -24,8 +25,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
-from nbmodels.core import memory
-from nbmodels.core.devices import normalize_device, normalize_dtype, parse_device_name
+from nbmodels.core import isolation, memory
+from nbmodels.core.devices import normalize_device, normalize_dtype, parse_device_name, place
 from nbmodels.core.freshness import Measurement
 from nbmodels.core.holders.sites import Boundary, HolderFinder, Site, default_sites
 from nbmodels.core.holders.watch import Watch
@@ -60,7 +61,7 @@ from nbmodels.errors import (
 log = logging.getLogger("nbmodels")
 
 # Keywords of load() and register() that are the manager's settings, never the loader's.
-_SETTINGS = ("device", "dtype", "pin", "trust", "keep_alive")
+_SETTINGS = ("device", "dtype", "pin", "trust", "runner", "keep_alive")
 EvictMode = Literal["unload", "offload"]
 
 Subscriber = Callable[[Event], None]
@@ -77,6 +78,7 @@ class _Spec:
     device: str | None
     dtype: Any
     trust: bool
+    runner: str = isolation.KERNEL  # where the model runs: in the kernel, a worker process, a Ray actor
 
 
 @dataclass
@@ -86,7 +88,7 @@ class _Entry:
     name: str
     model: Any
     spec: _Spec
-    measurement: Measurement
+    measurement: Measurement | isolation.RemoteMeasurement
     rss_delta: int | None
     cuda_delta: dict[str, int]
     load_seconds: float
@@ -128,7 +130,7 @@ class _Entry:
         if model is None or (not exact and self.measurement.is_current(model)):
             return
         try:
-            self.measurement = Measurement(model)
+            self.measurement = _measure(model, again=True)
         except Exception:  # changed by another thread during the walk: the next look measures again
             log.debug("measuring %s again failed; keeping its earlier figures", self.name, exc_info=True)
             return
@@ -138,10 +140,11 @@ class _Entry:
         self.refresh(exact=exact)
         if self._info is None:
             fp = self.measurement.footprint
+            remote = isolation.is_remote(self.model)
             self._info = ModelInfo(
                 name=self.name,
                 source=self.spec.source.text,
-                class_name=type(self.model).__name__,
+                class_name=self.model.class_name if remote else type(self.model).__name__,
                 devices=fp.devices,
                 dtypes=fp.dtypes,
                 parameters=fp.parameters,
@@ -153,6 +156,9 @@ class _Entry:
                 last_used=self.last_used,
                 hits=self.hits,
                 pinned=self.pinned,
+                runner=self.spec.runner,
+                pid=self.model.pid if remote else None,
+                node=self.model.node if remote else None,
                 keep_alive=self.keep_alive,
                 unload_at=self.deadline(),
                 in_use=self.in_use,
@@ -288,17 +294,13 @@ def _floating(dtypes: tuple[str, ...]) -> builtins.list[str]:
     return [d for d in dtypes if d.startswith(("float", "bfloat"))]
 
 
-def _place(model: Any, device: str | None, dtype: Any) -> Any:
-    if device is None and dtype is None:
-        return model
-    move = getattr(model, "to", None)
-    if move is None:
-        raise InvalidArgumentError(f"a {type(model).__name__} has no .to(); load it without device or dtype")
-    if device is not None:
-        model = move(device)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model
+def _measure(model: Any, *, again: bool = False) -> Measurement | isolation.RemoteMeasurement:
+    """The model's footprint: walked here, or (for a model in a worker) measured there."""
+    if isolation.is_remote(model):
+        if again:
+            isolation.measure_again(model)
+        return isolation.RemoteMeasurement(model)
+    return Measurement(model)
 
 
 class ModelManager:
@@ -321,6 +323,8 @@ class ModelManager:
         self._subscribers: list[_Subscription] = []
         self._used = False
         self._survivors: dict[str, list[Watch]] = {}  # released, still alive: weak references only
+        self._deaths: dict[str, Any] = {}  # name -> how its worker ended by itself (until it is loaded again)
+        self.ray_address: str | None = None  # a Ray cluster for runner="ray" (else RAY_ADDRESS, else a local Ray)
         self._holder_finders: list[HolderFinder] = []
         # The memory policy (see nbmodels.core.policy): budgets, keep-alive, eviction.
         self._clock = clock
@@ -382,11 +386,18 @@ class ModelManager:
         trust: bool = False,
         pin: bool = False,
         reload: bool = False,
+        runner: str | None = None,
         keep_alive: Any = None,
         on_release: ReleaseHook | None = None,
         **kwargs: Any,
     ) -> Any:
         """Load ``name`` from ``source`` (or its registration) and return the model.
+
+        ``runner`` is where it runs: ``"kernel"`` (this process, the default),
+        ``"process"`` (a worker process nbmodels starts: unload ends it, so all of
+        its memory comes back, the CUDA context included, and a crash stays there)
+        or ``"ray"`` (a Ray actor). An isolated model is returned as a proxy:
+        calls and methods run in the worker.
 
         Loading a loaded name returns the same object; so does asking for what it
         has now (its device, its dtype, the source it came from: a factory is known
@@ -407,7 +418,7 @@ class ModelManager:
         other models sit on its device gets them evicted and is tried once more.
         """
         name = check_name(name)
-        spec, explicit = self._spec(name, source, device, dtype, trust, kwargs)
+        spec, explicit = self._spec(name, source, device, dtype, trust, kwargs, runner)
         registration = None
         if source is None:
             with self._lock:
@@ -445,10 +456,21 @@ class ModelManager:
         return self._load_as_owner(name, spec, pending, previous, pin=pin, keep_alive=keep, on_release=on_release)
 
     def _spec(
-        self, name: str, source: Any, device: Any, dtype: Any, trust: bool, kwargs: dict[str, Any]
+        self,
+        name: str,
+        source: Any,
+        device: Any,
+        dtype: Any,
+        trust: bool,
+        kwargs: dict[str, Any],
+        runner: Any = None,
     ) -> tuple[_Spec, set[str]]:
         """Resolve everything that can fail before the manager changes; note what was explicit."""
-        explicit = {k for k, v in (("source", source), ("device", device), ("dtype", dtype)) if v is not None}
+        explicit = {
+            k
+            for k, v in (("source", source), ("device", device), ("dtype", dtype), ("runner", runner))
+            if v is not None
+        }
         if kwargs:
             explicit.add("kwargs")
         if source is None:
@@ -462,21 +484,26 @@ class ModelManager:
                 device = device if device is not None else defaults.pop("device", None)
                 dtype = dtype if dtype is not None else defaults.pop("dtype", None)
                 trust = trust or bool(defaults.pop("trust", False))
+                runner = runner if runner is not None else defaults.pop("runner", None)
                 for key in _SETTINGS:  # the manager's settings, not the factory's
                     defaults.pop(key, None)
                 kwargs = {**defaults, **kwargs}
                 resolved = registration.source
             elif loaded is not None:
                 resolved = loaded.spec.source
+                runner = runner if runner is not None else loaded.spec.runner
             elif in_flight is not None:  # wait for that load (load() does), then it is a hit
                 resolved = in_flight.spec.source
             else:
                 raise ModelNotFoundError(name, known)
         else:
             resolved = resolve(source)
+        where = isolation.check_runner(runner)
         if resolved.check_keywords is not None:
             resolved.check_keywords(kwargs)
-        spec = _Spec(resolved, dict(kwargs), _device(device), normalize_dtype(dtype), trust)
+        if where != isolation.KERNEL:  # a worker must be able to rebuild it: say so now, not after a reload
+            isolation.check_portable(name, resolved.portable, kwargs=kwargs, trust=trust)
+        spec = _Spec(resolved, dict(kwargs), _device(device), normalize_dtype(dtype), trust, where)
         return spec, explicit
 
     @classmethod
@@ -495,6 +522,8 @@ class ModelManager:
         """What ``spec`` asks for explicitly that the loaded model does not have now, each said both ways."""
         loaded = entry.spec
         differences = []
+        if "runner" in explicit and spec.runner != loaded.runner:
+            differences.append(f"it runs in {_runs_in(loaded.runner)}, this asks for {_runs_in(spec.runner)}")
         if "source" in explicit and spec.source.key != loaded.source.key:
             if spec.source.text == loaded.source.text:
                 differences.append(f"it came from another object that is also called {loaded.source.text}")
@@ -548,6 +577,7 @@ class ModelManager:
                     if self._scope_depth:
                         entry.in_scope = True
                     self._entries[name] = entry
+                    self._deaths.pop(name, None)
                     del self._pending[name]
                     self._reserved.pop(name, None)
                     pending.done.set()
@@ -586,6 +616,8 @@ class ModelManager:
                 spec.source.prepare()
             except Exception:  # the loader meets the same problem and reports it as a failed load
                 log.debug("preparing to load %s failed", name, exc_info=True)
+        if spec.runner != isolation.KERNEL:
+            return self._start_remote(name, spec, pin=pin, on_release=on_release)
         rss_before = memory.process_rss()
         cuda_before = memory.cuda_allocated()
         started = time.perf_counter()
@@ -598,7 +630,7 @@ class ModelManager:
         try:
             model = spec.source.load(trust=spec.trust, kwargs=given)
             if model is not None:
-                model = _place(model, device, dtype)
+                model = place(model, device, dtype)
         except NbModelsError as exc:  # raised inside the loader (often by nbmodels): say which load it was
             exc.add_context(before=f"loading {name!r} from {spec.source.text}: ")
             raise
@@ -617,7 +649,7 @@ class ModelManager:
             name=name,
             model=model,
             spec=spec,
-            measurement=Measurement(model),
+            measurement=_measure(model),
             rss_delta=memory.process_rss() - rss_before,
             cuda_delta={d: cuda_after[d] - cuda_before.get(d, 0) for d in cuda_after},
             load_seconds=seconds,
@@ -626,6 +658,53 @@ class ModelManager:
             on_release=on_release,
             pinned=pin,
         )
+
+    def _start_remote(self, name: str, spec: _Spec, *, pin: bool, on_release: ReleaseHook | None) -> _Entry:
+        """Load the model in a worker (no lock held); a crash there later drops the entry, and says so."""
+        started = time.perf_counter()
+        remote = isolation.start(
+            spec.runner,
+            name,
+            spec.source.portable,
+            kwargs=spec.kwargs,
+            device=spec.device,
+            dtype=spec.dtype,
+            trust=spec.trust,
+            ray_address=self.ray_address,
+        )
+        manager, remote_ref = weakref.ref(self), weakref.ref(remote)
+        remote.add_exit_callback(lambda info: _worker_ended(manager, name, remote_ref, info))
+        now = self._clock()
+        return _Entry(
+            name=name,
+            model=remote,
+            spec=spec,
+            measurement=_measure(remote),
+            rss_delta=None,  # the kernel's memory did not change: the worker's is in the report of its stop
+            cuda_delta={},
+            load_seconds=time.perf_counter() - started,
+            loaded_at=now,
+            last_used=now,
+            on_release=on_release,
+            pinned=pin,
+        )
+
+    def _worker_died(self, name: str, remote: Any, info: Any) -> None:
+        """A worker ended without being asked: its entry describes nothing now, so it goes (and an event says so)."""
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None or entry.model is not remote:
+                return
+            del self._entries[name]
+            entry.model = None
+            self._deaths[name] = info
+        log.warning("the worker of %s ended: %s; load it again to use it", name, info.how)
+        self._emit(Event("worker_died", name=name, error=info.how))
+
+    def worker_death(self, name: str) -> Any:
+        """How the worker of ``name`` ended, when it ended by itself (an ExitInfo), else None."""
+        with self._lock:
+            return None if name in self._entries else self._deaths.get(name)
 
     # --- reading --------------------------------------------------------------
 
@@ -648,7 +727,15 @@ class ModelManager:
         """What ``name`` is now: measured again each time (dtype, devices, bytes, parameters)."""
         with self._lock:
             entry = self._loaded(name)
-            return entry.info(exact=True)
+            info = entry.info(exact=True)
+            remote = entry.model if isolation.is_remote(entry.model) else None
+        if remote is None:
+            return info
+        try:  # a round trip to the worker: here only, never in list()
+            reading = remote.memory().describe()
+        except Exception as exc:
+            reading = f"unreadable ({type(exc).__name__}: {exc})"
+        return dataclasses.replace(info, worker_memory=reading)
 
     def list(self) -> ModelList:
         """Every loaded model as it is now, oldest first, as data with a table repr.
@@ -722,12 +809,12 @@ class ModelManager:
         with self._lock:
             still_loaded = self._entries.get(name) is entry
             model = entry.model
-        moved = _place(model, target, None) if still_loaded else None
+        moved = place(model, target, None) if still_loaded else None
         with self._lock:
             still_loaded = still_loaded and self._entries.get(name) is entry
             if still_loaded:
                 entry.model = moved
-                entry.measurement = Measurement(moved)
+                entry.measurement = _measure(moved)
                 entry.spec = replace(entry.spec, device=target)
                 entry._info = None
                 info = entry.info()
@@ -1540,6 +1627,17 @@ def _remove_identical(registry: builtins.list[Any], item: Any) -> None:
         if present is item:
             del registry[index]
             return
+
+
+def _runs_in(runner: str) -> str:
+    return {"kernel": "the kernel", "process": "a worker process", "ray": "a Ray actor"}.get(runner, runner)
+
+
+def _worker_ended(manager: weakref.ref[ModelManager], name: str, remote: weakref.ref[Any], info: Any) -> None:
+    """A worker's exit callback (on a background thread); weak references, so it keeps nothing alive."""
+    owner, proxy = manager(), remote()
+    if owner is not None and proxy is not None and not info.requested:
+        owner._worker_died(name, proxy, info)
 
 
 def get_manager() -> ModelManager:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nbmodels.core import memory
+from nbmodels.core import isolation, memory
 from nbmodels.core.holders.records import Action, Blocker, RemovalPlan
 from nbmodels.core.holders.sites import Boundary, Site
 from nbmodels.core.holders.watch import Watch
@@ -79,9 +79,15 @@ def release(
     errors: dict[str, str] = {}
     watches = list(survivors)
     rechecked = tuple(watch.name for watch in watches)
+    released: list[str] = []
+    remotes: list[tuple[str, Any]] = []  # models in a worker: stopping the worker is what frees them
     for item in taken:
+        released.append(item.name)
         try:
-            watches.append(Watch(item.name, item.model))
+            if isolation.is_remote(item.model):
+                remotes.append((item.name, item.model))
+            else:
+                watches.append(Watch(item.name, item.model))
             if item.on_release is not None:
                 item.on_release(item.model)
         except Exception as exc:
@@ -90,11 +96,21 @@ def release(
         finally:
             item.model = None
     taken.clear()
+    stops = isolation.stop_all(remotes) if remotes else {}
+    del remotes
     outcome = _settle(watches, request, places, loaded)
     cuda_emptied = memory.empty_cuda_cache()
     freed: dict[str, int] = {}
     for watch in watches:
         for device, nbytes in watch.take_freed().items():
+            freed[device] = freed.get(device, 0) + nbytes
+    stopped: dict[str, str] = {}
+    for name, result in stops.items():
+        if isinstance(result, str) or not result.gone:
+            errors[name] = f"its worker did not end: {result if isinstance(result, str) else result.how}"
+            continue
+        stopped[name] = _stop_line(result)
+        for device, nbytes in result.freed_bytes.items():
             freed[device] = freed.get(device, 0) + nbytes
     if freed:
         memory.trim_heap()
@@ -105,7 +121,7 @@ def release(
         if watch.alive()
     )
     report = ReleaseReport(
-        released=tuple(watch.name for watch in watches[len(rechecked) :]),
+        released=tuple(released),
         freed_bytes=freed,
         rss_before=rss_before,
         rss_after=memory.process_rss(),
@@ -121,10 +137,20 @@ def release(
         removed={name: tuple(actions) for name, actions in outcome.done.items()},
         rechecked=rechecked,
         hunt_seconds=outcome.seconds,
+        stopped=stopped,
     )
     for survivor in report.still_alive:
         log.warning("%s", survivor.describe())
     return report, alive
+
+
+def _stop_line(result: Any) -> str:
+    """``worker 4242 stopped in 0.18 s (548.0 MiB of its own memory back)``, from a StopResult."""
+    place = f"worker {result.pid}" if result.runner == "process" else "Ray actor"
+    back = sum(result.freed_bytes.values())
+    came = f" ({memory.format_bytes(back)} of its own memory back)" if back else ""
+    verb = {"stopped": "stopped", "killed": "killed (it did not stop when asked)"}.get(result.ended, "had ended")
+    return f"{place} {verb} in {result.seconds:.2f} s{came}"
 
 
 @dataclass
@@ -222,6 +248,8 @@ def dry_run(
     started = time.perf_counter()
     rss = memory.process_rss()
     cuda = memory.cuda_allocated()
+    remote = [owner.name for owner in owners if isolation.is_remote(owner.model)]  # unloading stops its worker
+    owners = [owner for owner in owners if not isolation.is_remote(owner.model)]
     watches = [Watch(owner.name, owner.model) for owner in owners]
     watches += [watch for watch in survivors if watch.alive()]
     seconds = 0.0
@@ -240,7 +268,7 @@ def dry_run(
         for watch, plan in zip(watches, detached, strict=True)
         if plan.actions or plan.blockers or watch in survivors
     )
-    free = tuple(
+    free = tuple(remote) + tuple(
         plan.name
         for plan in detached
         if not plan.actions and not plan.blockers and plan.name not in {h.name for h in held}

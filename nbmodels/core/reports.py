@@ -79,9 +79,27 @@ class ModelInfo:
     last_used: float
     hits: int
     pinned: bool
+    runner: str = "kernel"  # where it runs: "kernel", "process" (a worker process) or "ray" (a Ray actor)
+    pid: int | None = None  # the worker's process id, for a model that runs in one
+    node: str | None = None  # the Ray node of its actor
+    worker_memory: str = ""  # a reading of its worker (RSS, private memory, device bytes), from info() only
     keep_alive: float | None = None  # seconds idle before keep-alive unloads it; None: forever
     unload_at: float | None = None  # when keep-alive unloads it if it stays idle (time.time()); None: never
     in_use: bool = False  # a call through its handle (or the cell that used it) is still running
+
+    @property
+    def where(self) -> str:
+        """Where it runs, in words: ``kernel``, ``worker 4242``, ``ray 10.0.0.3``."""
+        if self.runner == "kernel":
+            return "kernel"
+        if self.runner == "ray":
+            return f"ray {self.node}" if self.node else "ray"
+        return f"worker {self.pid}" if self.pid is not None else "worker"
+
+    @property
+    def unloads(self) -> str:
+        """When keep-alive unloads it, in words: ``in 4m``, ``after use``, ``due``, ``-`` (never)."""
+        return _until(self)
 
     @property
     def total_bytes(self) -> int | None:
@@ -114,7 +132,8 @@ class ModelInfo:
             _ago(self.last_used),
             str(self.hits),
             "yes" if self.pinned else "",
-            _until(self),
+            self.unloads,
+            self.where,
         ]
 
     HEADERS = (
@@ -130,6 +149,7 @@ class ModelInfo:
         "hits",
         "pinned",
         "unloads",
+        "runs in",
     )
 
     def __str__(self) -> str:
@@ -227,6 +247,7 @@ class ReleaseReport:
     hunt_seconds: float = 0.0
     dry_run: bool = False
     would_free: tuple[str, ...] = ()
+    stopped: dict[str, str] = field(default_factory=dict, hash=False)  # models in a worker: how it ended
 
     @property
     def ok(self) -> bool:
@@ -256,6 +277,7 @@ class ReleaseReport:
             lines = ["nothing to release"]
         else:
             lines = [f"released {len(self.released)} model(s): {', '.join(self.released) or '-'}"]
+        lines += [f"{name}: its {how}" for name, how in sorted(self.stopped.items())]
         if self.rechecked:
             lines.append(f"checked again (released before, still alive then): {', '.join(self.rechecked)}")
         for name, actions in sorted(self.removed.items()):
@@ -266,7 +288,8 @@ class ReleaseReport:
                 lines.append(f"force removed what held {name}: {'; '.join(a.text() for a in actions)}")
         if not self.dry_run and (self.released or self.freed_bytes):
             freed = ", ".join(f"{d} {format_bytes(n)}" for d, n in sorted(self.freed_bytes.items())) or "0 B"
-            lines.append(f"freed (storages that died): {freed}")
+            what = "storages that died" + (", workers that ended" if self.stopped else "")
+            lines.append(f"freed ({what}): {freed}")
             measured = [f"RSS {format_bytes(self.rss_before)} -> {format_bytes(self.rss_after)}"]
             for device, after in sorted(self.cuda_allocated_after.items()):
                 before = self.cuda_allocated_before.get(device, 0)
@@ -298,7 +321,16 @@ class ReleaseReport:
 
 
 EventKind = Literal[
-    "load_started", "load_finished", "load_failed", "unloaded", "cleanup", "moved", "evicted", "expired", "pinned"
+    "load_started",
+    "load_finished",
+    "load_failed",
+    "unloaded",
+    "cleanup",
+    "moved",
+    "worker_died",
+    "evicted",
+    "expired",
+    "pinned",
 ]
 
 

@@ -32,7 +32,7 @@ import struct
 import sys
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,12 @@ class Source:
     loader: Callable[..., Any]
     check_keywords: KeywordCheck | None = None
     prepare: Callable[[], None] | None = None
+    origin: Any = field(default=None, compare=False, repr=False)  # the callable itself, for a worker to rebuild
+
+    @property
+    def portable(self) -> Any:
+        """What a worker process is handed to rebuild the model: the callable, else the text."""
+        return self.origin if self.origin is not None else self.text
 
     def load(self, *, trust: bool, kwargs: dict[str, Any]) -> Any:
         return self.loader(trust=trust, **kwargs)
@@ -119,7 +125,9 @@ def _callable_source(factory: Callable[..., Any]) -> Source:
         key: object = text  # the same key as the 'module:factory' text for it
     else:  # a functools.partial, an instance with __call__: only the object itself says what it is
         text, key = repr(factory), factory
-    return Source(text=text, key=key, loader=_call(factory), check_keywords=keyword_check(factory, text))
+    return Source(
+        text=text, key=key, loader=_call(factory), check_keywords=keyword_check(factory, text), origin=factory
+    )
 
 
 def keyword_check(factory: Any, text: str) -> KeywordCheck | None:

@@ -37,6 +37,8 @@ ENVIRONMENT: dict[str, str] = {
     "shutdown_log": "NBMODELS_SHUTDOWN_LOG",
     "shutdown_timeout": "NBMODELS_SHUTDOWN_TIMEOUT",
     "handle_sigterm": "NBMODELS_HANDLE_SIGTERM",
+    "spare_workers": "NBMODELS_SPARE_WORKERS",
+    "ray_address": "NBMODELS_RAY_ADDRESS",
     "max_memory": "NBMODELS_MAX_MEMORY",
     "max_loaded_models": "NBMODELS_MAX_LOADED_MODELS",
     "keep_alive": "NBMODELS_KEEP_ALIVE",
@@ -92,6 +94,20 @@ def _read_path(raw: str, fallback: str) -> tuple[str, str]:
     return raw.strip(), ""
 
 
+SPARE_WORKERS_RANGE = (0, 8)
+
+
+def _read_count(raw: str, fallback: int) -> tuple[int, str]:
+    low, high = SPARE_WORKERS_RANGE
+    try:
+        value = int(raw.strip() or fallback)
+    except ValueError:
+        value = -1
+    if not low <= value <= high:
+        return fallback, f"is not a whole number from {low} to {high}; using {fallback}"
+    return value, ""
+
+
 def _read_checked(check: Any, what: str, using: str) -> Any:
     """A reader for a policy setting: the text when ``check`` accepts it, else the fallback and why."""
 
@@ -106,7 +122,7 @@ def _read_checked(check: Any, what: str, using: str) -> Any:
     return read
 
 
-def _read_count(raw: str, fallback: int) -> tuple[int, str]:
+def _read_model_count(raw: str, fallback: int) -> tuple[int, str]:
     text = raw.strip()
     if not text:
         return fallback, ""
@@ -130,8 +146,10 @@ _READERS: dict[str, Any] = {
     "shutdown_log": _read_path,
     "shutdown_timeout": _read_timeout,
     "handle_sigterm": _read_bool,
+    "spare_workers": _read_count,
+    "ray_address": _read_path,
     "max_memory": _read_checked(parse_budgets, "a budget such as 'cpu=8GiB,cuda:0=0.8'", "no budget"),
-    "max_loaded_models": _read_count,
+    "max_loaded_models": _read_model_count,
     "keep_alive": _read_checked(parse_duration, "a duration such as '30m' or -1", "-1 (forever)"),
     "evict": _read_checked(check_evict, "'unload' or 'offload'", "'unload'"),
 }
@@ -194,6 +212,38 @@ class NBModels(Configurable):
         help="Install a SIGTERM handler that releases models, then lets SIGTERM end the process as before. "
         "Env: NBMODELS_HANDLE_SIGTERM (1/0).",
     ).tag(config=True)
+
+    spare_workers = Int(
+        0,
+        help="Worker processes kept started (torch imported, nothing loaded) so that %load_model --isolate "
+        "skips the start-up of a new one (0 to 8). Env: NBMODELS_SPARE_WORKERS.",
+    ).tag(config=True)
+
+    ray_address = Unicode(
+        "",
+        help="The Ray cluster for %load_model --runner ray ('' uses RAY_ADDRESS, else starts a local Ray). "
+        "Env: NBMODELS_RAY_ADDRESS.",
+    ).tag(config=True)
+
+    @default("spare_workers")
+    def _default_spare_workers(self) -> int:
+        return int(_env("spare_workers", 0))
+
+    @default("ray_address")
+    def _default_ray_address(self) -> str:
+        value: str = _env("ray_address", "")
+        return value
+
+    @validate("spare_workers")
+    def _check_spare_workers(self, proposal: dict[str, Any]) -> int:
+        """Clamp rather than refuse, as for the timeout: a typo in a profile must not stop the extension."""
+        value = int(proposal["value"])
+        low, high = SPARE_WORKERS_RANGE
+        if not low <= value <= high:
+            clamped = min(max(value, low), high)
+            log.warning("NBModels.spare_workers=%r is outside %d..%d; using %d", value, low, high, clamped)
+            return clamped
+        return value
 
     max_memory = Union(
         [Unicode(), Dict()],

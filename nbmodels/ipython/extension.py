@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbmodels.ipython import completion, machine, namespace, policy
+from nbmodels.ipython import completion, machine, namespace, policy, runners
 from nbmodels.ipython.config import NBModels
 from nbmodels.ipython.magics import NBModelsMagics
 from nbmodels.ipython.shutdown import HookSettings, ShutdownHook
@@ -111,6 +111,7 @@ INSTALL_STEPS: list[Callable[[Session], Undo | None]] = [
     install_shutdown_hook,
     install_leak_hunter,
     machine.install,  # publish this kernel's state for `python -m nbmodels ps` / `free`
+    runners.install,  # spare worker processes and the Ray address for isolated models
     policy.install_settings,  # budgets, keep-alive and eviction settings to the manager
     policy.install_cell_scope,  # a cell is one use of the models it touches (keep-alive)
     policy.install_oom_report,  # after an out-of-memory error in a cell: what holds that device

@@ -96,6 +96,9 @@ class ModelHandle:
         except ModelNotFoundError:  # unloaded by another thread just now
             model = None
         if model is None:
+            death = self._nbm_manager.worker_death(self._nbm_name)
+            if death is not None:  # it ran in a worker that crashed: say how, not just "unloaded"
+                raise death.error()
             raise ReferenceError(
                 f"model {self._nbm_name!r} was unloaded; load it again with %load_model {self._nbm_name}"
             )

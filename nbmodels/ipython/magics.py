@@ -104,6 +104,7 @@ _RESERVED_KW = {
     "pin": "--pin",
     "keep_alive": "--keep-alive",
     "reload": "--reload",
+    "runner": "--runner (or --isolate)",
     "on_release": "the Python API",
 }
 
@@ -381,6 +382,18 @@ class NBModelsMagics(Magics):
     )
     @argument("--trust", action="store_true", help="allow pickled checkpoints (runs code from the file)")
     @argument("--reload", action="store_true", help="load again even if the name is loaded")
+    @argument(
+        "--isolate",
+        action="store_true",
+        help="run it in a worker process of its own (= --runner process): unload ends the process, so all of "
+        "its memory comes back, the CUDA context included, and a crash stays there",
+    )
+    @argument(
+        "--runner",
+        default=None,
+        choices=["kernel", "process", "ray"],
+        help="where it runs: kernel (here, the default), process (a worker process) or ray (a Ray actor)",
+    )
     @argument("--as", dest="var", metavar="VAR", default=None, help="also bind the handle to this variable")
     @argument(
         "--kw",
@@ -404,6 +417,7 @@ class NBModelsMagics(Magics):
             %load_model clf demo:mlp --kw hidden=512
             m = %load_model lm demo:transformer --device cpu --dtype bf16
             %load_model clf --as model
+            %load_model big mypkg.models:build --isolate --device cuda
         """
         args = parse_line(self.load_model, "load_model", line)
         keywords = parse_keywords(args.kw)
@@ -412,6 +426,9 @@ class NBModelsMagics(Magics):
         manager = self.manager
         already = args.name in manager and not args.reload
         waited = args.name in manager.loading() and args.source is None
+        if args.isolate and args.runner not in (None, "process"):
+            _usage("load_model", f"--isolate means --runner process; it cannot go with --runner {args.runner}")
+        runner = "process" if args.isolate else args.runner
         placement = {"device": args.device, "dtype": args.dtype}
         placement.update(self._default_placement(manager, args.name, placement))
         with _evictions_for(manager, args.name) as evicted:
@@ -425,6 +442,7 @@ class NBModelsMagics(Magics):
                         trust=args.trust,
                         pin=args.pin,
                         reload=args.reload,
+                        runner=runner,
                         keep_alive=args.keep_alive,
                         **placement,
                         **keywords,

@@ -115,8 +115,9 @@ class ModelDetails(ModelInfo):
             ("last used", _clock(self.last_used)),
             ("uses", str(self.hits)),
             ("pinned", "yes" if self.pinned else "no"),
+            ("runs in", self.where + (f" ({self.worker_memory})" if self.worker_memory else "")),
             ("keep-alive", format_duration(self.keep_alive)),
-            ("unloads", self.row()[-1] if self.keep_alive is not None else "never (keep-alive is forever)"),
+            ("unloads", self.unloads if self.keep_alive is not None else "never (keep-alive is forever)"),
         ]
 
     def __str__(self) -> str:

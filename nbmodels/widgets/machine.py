@@ -23,6 +23,7 @@ from nbmodels.machine.free import FreeResult, describe, free_row
 from nbmodels.machine.scan import KernelRow, MachineView, OtherProcess, current_user, scan
 from nbmodels.machine.view import activity, gpu_lines, gpu_text, models_text, summary
 from nbmodels.widgets import render
+from nbmodels.widgets.tree import close_tree
 
 REFRESH_SECONDS = 10.0
 COLUMNS = ("kernel", "pid", "notebook", "rss", "gpu", "models", "idle")
@@ -105,8 +106,7 @@ class KernelLine:
         self.free_button.description = "Freeing…" if busy else "Free"
 
     def close(self) -> None:
-        for widget in (self.free_button, self.actions, self.cells, self.box):
-            widget.close()
+        close_tree(self.box)
 
 
 class MachineSection:
@@ -123,8 +123,11 @@ class MachineSection:
         scanner: Callable[[], MachineView] = scan,
         freer: Callable[[KernelRow], FreeResult] = free_row,
         interval: float | None = REFRESH_SECONDS,
+        start: bool = True,
     ) -> None:
         self._scanner = scanner
+        self._interval = interval
+        self._refresher: threading.Thread | None = None
         self._freer = freer
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -159,9 +162,17 @@ class MachineSection:
         self.box.add_class("nbmodels-machine")
         self.box.observe(self._on_comm, names="comm")  # closed with the panel: stop refreshing at once
         self._set_status("", "info")
-        if interval is not None:
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the background refresh (once; the panel does it when it is first shown)."""
+        with self._lock:
+            if self._interval is None or self._refresher is not None or self.closed:
+                return
             name = f"nbmodels-machine-{self.box.model_id}"
-            threading.Thread(target=self._keep_fresh, args=(interval,), name=name, daemon=True).start()
+            self._refresher = threading.Thread(target=self._keep_fresh, args=(self._interval,), name=name, daemon=True)
+            self._refresher.start()
 
     # --- reading ------------------------------------------------------------------
 
@@ -190,18 +201,18 @@ class MachineSection:
             if self.closed:
                 return
             self.view = view
-            for pid in [pid for pid in self.lines if view.kernel(pid) is None]:
-                self.lines.pop(pid).close()
+            gone = [self.lines.pop(pid) for pid in [pid for pid in self.lines if view.kernel(pid) is None]]
             for row in view.kernels:
                 line = self.lines.get(row.pid)
                 if line is None:
                     line = self.lines[row.pid] = KernelLine(self, row.pid)
                 line.show(kernel_cells(row, view.taken_at), can_free(row), row.pid in self._freeing)
-            for old in self._other_lines:
-                old.close()
+            old_others = self._other_lines
             self._other_lines = [widgets.HTML(other_cells(other)) for other in view.others]
             body: list[widgets.Widget] = [self.lines[row.pid].box for row in view.kernels]
             self.table.children = [self.table.children[0], *body, *self._other_lines]
+            for widget in [*gone, *old_others]:  # closed only once no layout shows them: see ipywidgets' embed
+                widget.close()
             self.summary.value = _e(summary(view, star=False))
             foot = [*gpu_lines(view), *view.warnings]
             self.foot.value = "".join(f'<div class="nbm-machine-foot">{_e(line)}</div>' for line in foot)
@@ -260,11 +271,9 @@ class MachineSection:
     def close(self) -> None:
         with self._lock:
             self._stop.set()
-            for line in self.lines.values():
-                line.close()
             self.lines.clear()
-            for widget in (*self._other_lines, self.box):
-                widget.close()
+            self._other_lines = []
+            close_tree(self.box)  # the table, its rows and every Layout: none left open with closed children
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.box._repr_mimebundle_(**kwargs)

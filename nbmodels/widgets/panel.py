@@ -47,6 +47,7 @@ from nbmodels.widgets.machine import MachineSection
 from nbmodels.widgets.options import check_form_options, parse_options
 from nbmodels.widgets.style import CSS
 from nbmodels.widgets.timer import RefreshTimer
+from nbmodels.widgets.tree import close_tree
 
 DEFAULT_REFRESH_S = 2.0
 PENDING_TICK_S = 1.0  # while a load runs, its row's elapsed time moves once a second
@@ -64,17 +65,6 @@ def _button(description: str, css: str, tooltip: str, *, small: bool = True, **k
         button.add_class("nbm-small")
         button.layout.width = "auto"
     return button
-
-
-def close_tree(widget: widgets.Widget) -> None:
-    """Close a widget, its children, and their Layout and Style widgets (ipywidgets leaves those open)."""
-    for child in getattr(widget, "children", ()):
-        close_tree(child)
-    for part in ("layout", "style"):
-        sub = getattr(widget, part, None)
-        if isinstance(sub, widgets.Widget):
-            sub.close()
-    widget.close()
 
 
 def _row(name: str, kind: str, buttons: list[widgets.Widget], gpu: bool) -> tuple[widgets.HTML, widgets.HBox]:
@@ -280,7 +270,7 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         def section(title: str) -> widgets.HTML:
             return widgets.HTML(f'<div class="nbm-section">{title}</div>')
 
-        self.machine = MachineSection()
+        self.machine = MachineSection(start=False)  # it reads the machine only once the panel is shown
         return [
             header,
             section("Memory"),
@@ -353,6 +343,7 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if not was_following:
             self.refresh()
         self._start_timer()
+        self.machine.start()
 
     def _doze(self) -> None:
         """No view left: stop following and ticking, keep the widgets (a view may come back)."""
@@ -405,13 +396,13 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             busy = self._busy is not None
             largest = max((i.total_bytes or 0 for i in infos), default=0)
             gpu = self._cuda_devices > 0
-            for name in [n for n in self.rows if n not in loaded]:
-                self.rows.pop(name).close()
+            # rows that go are closed only after the table stops showing them: a closed widget still in a
+            # layout breaks ipywidgets' embedding (Voilà, embed_data) if it looks in between
+            gone: list[Any] = [self.rows.pop(n) for n in [n for n in self.rows if n not in loaded]]
             for name in [n for n in self._pending_rows if n not in loading]:
-                close_tree(self._pending_rows.pop(name))
+                gone.append(self._pending_rows.pop(name))
                 self._started.pop(name, None)
-            for name in [n for n in self.held if n not in survivors]:
-                self.held.pop(name).close()
+            gone += [self.held.pop(n) for n in [n for n in self.held if n not in survivors]]
             for name in [n for n in self._plans if n not in survivors]:
                 del self._plans[name]
             for info in infos:
@@ -439,6 +430,11 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             children = [self.table.children[0], *(body or [self._empty])]
             if list(self.table.children) != children:
                 self.table.children = children
+            for old in gone:  # rows (ModelRow, HeldRow) close their own widgets; a pending row is one widget
+                if isinstance(old, widgets.Widget):
+                    close_tree(old)
+                else:
+                    old.close()
 
             model_bytes: dict[str, int] = {}
             for info in infos:
@@ -496,6 +492,8 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self.refresh(event.reason, "warn" if survived else "info")
         elif event.kind == "pinned" and event.reason:
             self.refresh(event.reason, "ok")
+        elif event.kind == "worker_died":
+            self.refresh(f"the worker of {event.name} ended ({event.error}); load it again to use it", "error")
         else:
             self.refresh()
 

@@ -146,11 +146,14 @@ def header_cells() -> str:
 
 def row_cells(info: ModelInfo, largest: int) -> str:
     """A table row's text cells; ``largest`` scales the small size bar under each size."""
-    name, source, class_name, devices, dtypes, _params, size, load, last_used, hits, _, unloads = info.row()
+    name, source, class_name, devices, dtypes, _params, size, load, last_used, hits = info.row()[:10]
     chips = "".join(
         f'<span class="nbm-chip nbm-chip-{"cuda" if d.startswith("cuda") else "cpu"}">{_e(d)}</span>'
         for d in (info.devices or ("?",))
     )
+    if info.runner != "kernel":  # it runs elsewhere: the chip says where (a worker process, a Ray actor)
+        chips += f'<span class="nbm-chip nbm-chip-worker" title="runs in {_e(info.where)}">{_e(info.where)}</span>'
+
     total = info.total_bytes or 0
     exact_params = f"{info.parameters:,} parameters" if info.parameters is not None else "not a torch module"
     cells = [
@@ -166,7 +169,7 @@ def row_cells(info: ModelInfo, largest: int) -> str:
         f'<div class="nbm-c">{_e(last_used)}</div>',
         f'<div class="nbm-c nbm-num">{_e(hits)}</div>',
         f'<div class="nbm-c nbm-pin" title="pinned">{"✓" if info.pinned else ""}</div>',
-        f'<div class="nbm-c nbm-unloads" title="{_e(_keep_alive_title(info))}">{_e(unloads)}</div>',
+        f'<div class="nbm-c nbm-unloads" title="{_e(_keep_alive_title(info))}">{_e(info.unloads)}</div>',
     ]
     return '<div class="nbm-cells">' + "".join(cells) + "</div>"
 

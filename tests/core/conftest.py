@@ -38,6 +38,21 @@ NOT_CALLABLE = 42
 
 
 @pytest.fixture
+def last_exception() -> Iterator[None]:
+    """``sys.last_*`` as they were before the test (force deletes them)."""
+    names = ("last_type", "last_value", "last_traceback")
+    saved = {name: getattr(sys, name) for name in names if hasattr(sys, name)}
+    try:
+        yield
+    finally:
+        for name in names:
+            if hasattr(sys, name):
+                delattr(sys, name)
+        for name, value in saved.items():
+            setattr(sys, name, value)
+
+
+@pytest.fixture
 def manager() -> Iterator[ModelManager]:
     """A manager of its own (never the process-wide one), cleaned up afterwards."""
     mgr = ModelManager()

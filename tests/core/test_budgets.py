@@ -283,3 +283,26 @@ def test_no_event_or_error_keeps_an_evicted_model_alive(mgr: ModelManager) -> No
     load(mgr, "b", 2)
     gc.collect()
     assert seen and gone() is None
+
+
+@pytest.mark.slow
+def test_an_isolated_model_is_evicted_like_any_other_and_its_worker_ends() -> None:
+    """A model in a worker process counts its worker's bytes; evicting it is its ordinary unload: the worker stops."""
+    import psutil
+
+    from tests.core.runners.conftest import wait_gone, worker_children
+
+    manager = ModelManager()
+    try:
+        manager.load("remote", "demo:mlp", size_mb=SIZE, runner="process")
+        pid = manager.info("remote").pid
+        assert pid is not None and psutil.pid_exists(pid)
+        manager.set_max_memory({"cpu": int(1.5 * size_of(manager, "remote"))})
+        seen = evictions(manager)
+        load(manager, "local", 1)
+        assert [e.name for e in seen] == ["remote"] and seen[0].report is not None and seen[0].report.ok
+        assert [i.name for i in manager.list()] == ["local"]
+        assert wait_gone(pid)
+    finally:
+        manager.cleanup()
+    assert worker_children() == []

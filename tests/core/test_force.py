@@ -231,19 +231,6 @@ def test_force_in_a_script_deletes_the_scripts_variables(manager: ModelManager, 
     assert "model" not in main and main["unrelated"] == {"keep": True}
 
 
-@pytest.fixture
-def last_exception() -> Iterator[None]:
-    saved = {n: getattr(sys, n) for n in ("last_type", "last_value", "last_traceback") if hasattr(sys, n)}
-    try:
-        yield
-    finally:
-        for name in ("last_type", "last_value", "last_traceback"):
-            if hasattr(sys, name):
-                delattr(sys, name)
-        for name, value in saved.items():
-            setattr(sys, name, value)
-
-
 @pytest.mark.usefixtures("last_exception")
 def test_the_last_exception_is_forgotten_when_it_holds_the_model(manager: ModelManager, ns: dict[str, Any]) -> None:
     def step(box: list[Any]) -> None:

@@ -341,20 +341,6 @@ def train(box: list[nn.Module]) -> None:
     raise ValueError(f"shapes are off ({y.shape})")
 
 
-@pytest.fixture
-def last_exception() -> Iterator[None]:
-    """``sys.last_*`` as they were before the test (force deletes them)."""
-    saved = {name: getattr(sys, name) for name in ("last_type", "last_value", "last_traceback") if hasattr(sys, name)}
-    try:
-        yield
-    finally:
-        for name in ("last_type", "last_value", "last_traceback"):
-            if hasattr(sys, name):
-                delattr(sys, name)
-        for name, value in saved.items():
-            setattr(sys, name, value)
-
-
 @pytest.mark.usefixtures("last_exception")
 def test_a_traceback_local_whose_graph_holds_the_weights_is_found() -> None:
     """The model object is gone; only ``y`` in a traceback's frame keeps its weights, through its graph."""

@@ -83,6 +83,8 @@ def test_the_panel_has_the_section_and_closing_the_panel_stops_its_refresh(machi
     panel = ModelPanel(ModelManager(), cuda_devices=0)
     boxes = [w for w in panel.children if "nbmodels-machine" in w._dom_classes]
     assert len(boxes) == 1
+    assert not [t for t in threading.enumerate() if t.name == f"nbmodels-machine-{boxes[0].model_id}"]
+    panel._repr_mimebundle_()  # displayed: now it reads the machine
     deadline = time.monotonic() + 30
     while "kernel(s)" not in boxes[0].children[1].children[1].value:  # the first reading arrives in the background
         assert time.monotonic() < deadline

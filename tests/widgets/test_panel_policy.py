@@ -59,13 +59,15 @@ def test_the_unloads_text() -> None:
         return ModelInfo(**base)  # type: ignore[arg-type]
 
     now = time.time()
-    assert info().row()[-1] == "-"
-    assert info(keep_alive=600.0, unload_at=now + 300).row()[-1] == "in 5m"
-    assert info(keep_alive=600.0, unload_at=now - 1).row()[-1] == "due"
-    assert info(keep_alive=0.0, in_use=True).row()[-1] == "after use"
-    assert info(keep_alive=600.0, in_use=True).row()[-1] == "10m after use"
-    assert info(keep_alive=600.0, pinned=True).row()[-1] == "-"
-    assert render.COLUMNS[-1] == "unloads" and len(render.COLUMNS) == len(ModelInfo.HEADERS) - 1  # no class column
+    assert info().unloads == "-"
+    assert info(keep_alive=600.0, unload_at=now + 300).unloads == "in 5m"
+    assert info(keep_alive=600.0, unload_at=now - 1).unloads == "due"
+    assert info(keep_alive=0.0, in_use=True).unloads == "after use"
+    assert info(keep_alive=600.0, in_use=True).unloads == "10m after use"
+    assert info(keep_alive=600.0, pinned=True).unloads == "-"
+    row = dict(zip(ModelInfo.HEADERS, info(keep_alive=600.0, unload_at=now + 300).row(), strict=True))
+    assert row["unloads"] == "in 5m" and row["runs in"] == "kernel"
+    assert render.COLUMNS[-1] == "unloads"
 
 
 def test_an_eviction_shows_in_the_status_line(manager: ModelManager, panel: ModelPanel) -> None:

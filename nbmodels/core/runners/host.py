@@ -13,10 +13,11 @@ import time
 from typing import Any
 
 from nbmodels.core import memory
+from nbmodels.core.devices import place
 from nbmodels.core.runners.portable import WorkerSpec
 from nbmodels.core.runners.protocol import IsCallable, Loaded, SelfRef
 from nbmodels.core.runners.readings import WorkerMemory, own_memory
-from nbmodels.errors import InvalidArgumentError, ModelLoadError
+from nbmodels.errors import ModelLoadError
 
 
 def _adopt(spec: WorkerSpec) -> None:
@@ -25,19 +26,6 @@ def _adopt(spec: WorkerSpec) -> None:
     sys.path[:] = [*spec.sys_path, *own]
     with contextlib.suppress(OSError):  # a folder that does not exist here (another machine): keep ours
         os.chdir(spec.cwd)
-
-
-def _place(model: Any, device: str | None, dtype: Any) -> Any:
-    if device is None and dtype is None:
-        return model
-    move = getattr(model, "to", None)
-    if move is None:
-        raise InvalidArgumentError(f"a {type(model).__name__} has no .to(); load it without device or dtype")
-    if device is not None:
-        model = move(device)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model
 
 
 class ModelHost:
@@ -62,7 +50,7 @@ class ModelHost:
             raise ModelLoadError(
                 spec.name, f"the loader of {spec.name!r} ({spec.text}) returned None; it must return the model"
             )
-        model = _place(model, device if device is not None else spec.device, spec.dtype)
+        model = place(model, device if device is not None else spec.device, spec.dtype)
         seconds = time.perf_counter() - started
         self.model = model
         return Loaded(type(model).__name__, memory.footprint(model), seconds, os.getpid())

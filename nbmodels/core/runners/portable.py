@@ -99,6 +99,11 @@ def worker_spec(
         reference = _callable_reference(source, name)  # the object itself: its text may name it, not import it
     else:
         reference = resolved.text  # a path is absolute by now; other texts resolve the same in the worker
+        if reference.startswith("__main__:"):
+            raise SourceError(
+                f"model {name!r}: the source {reference} is defined in the notebook (__main__), "
+                f"which a worker cannot import; {_WHAT_WORKS}"
+            )
     spec = WorkerSpec(
         name=name,
         source=reference,

@@ -88,3 +88,18 @@ def test_load_errors_and_bad_devices_for_ray() -> None:
     assert isinstance(failed.value.__cause__, ValueError)
     with pytest.raises(InvalidArgumentError, match="torch calls a GPU 'cuda'"):
         runners.start("ray", "x", "demo:mlp", device="gpu")
+
+
+def test_the_manager_places_a_model_in_a_ray_actor_and_unload_ends_it() -> None:
+    from nbmodels.core import ModelManager
+
+    manager = ModelManager()
+    model = manager.load("r", "demo:mlp", hidden=24, runner="ray")
+    x = torch.ones(2, 64)
+    assert torch.equal(model(x), demo.mlp(hidden=24)(x))
+    info = manager.info("r")
+    assert info.runner == "ray" and info.where.startswith("ray ") and info.pid and "RSS" in info.worker_memory
+    pid = info.pid
+    del model
+    report = manager.unload("r")
+    assert report.ok and report.stopped["r"].startswith("Ray actor stopped") and wait_gone(pid, 5)

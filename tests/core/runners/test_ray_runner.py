@@ -31,4 +31,4 @@ def test_the_ray_cases_pass_in_a_process_of_their_own() -> None:
     if done.returncode == 0 and " skipped" in done.stdout and " passed" not in done.stdout:
         pytest.skip("ray is not installed: pip install 'nbmodels[ray]'")  # ray_cases fails instead under CI
     assert done.returncode == 0, output
-    assert "3 passed" in done.stdout, output
+    assert "4 passed" in done.stdout, output
