@@ -33,7 +33,15 @@ from nbmodels.core.holders.watch import Watch
 from nbmodels.core.policy import budget as budgets
 from nbmodels.core.policy import oom
 from nbmodels.core.policy.estimate import estimate
-from nbmodels.core.policy.eviction import Candidate, Eviction, RoomPlan, plan_room, rescue_order
+from nbmodels.core.policy.eviction import (
+    Candidate,
+    Eviction,
+    Holding,
+    RoomPlan,
+    explain_shortfall,
+    plan_room,
+    rescue_order,
+)
 from nbmodels.core.policy.keepalive import KeepAliveTimer, deadline, earliest
 from nbmodels.core.policy.placement import (
     OFFLOAD_RESERVE,
@@ -1228,54 +1236,33 @@ class ModelManager:
         purpose: str,
         outcome: str,
     ) -> BudgetExceededError:
-        fmt = memory.format_bytes
-        evicting = {e.name: sum(e.bytes_by_device.values()) for e in plan.evictions}
-        parts = []
-        free = {}
-        for device, excess in sorted(plan.over.items()):
-            limit = limits.bytes_by_device[device]
-            wanted = need.get(device, 0)
-            free[device] = max(wanted - excess, 0)
-            if wanted > limit:
-                parts.append(f"it needs {fmt(wanted)} on {device}, more than the whole {device} budget of {fmt(limit)}")
-            elif wanted:
-                parts.append(
-                    f"it needs {fmt(wanted)} on {device}; the {device} budget is {fmt(limit)}, "
-                    f"of which only {fmt(free[device])} can be made free"
-                )
-            else:
-                parts.append(
-                    f"{device} holds {fmt(used.get(device, 0))}, {fmt(excess)} over the budget of {fmt(limit)}"
-                )
-        if plan.count_over:
-            parts.append(f"max_loaded_models is {limits.max_models}")
+        """The error of a plan that cannot fit, with what the manager knows of the models in its way."""
         with self._lock:
             sizes = {entry.name: sum(entry.footprint.bytes_by_device.values()) for entry in self._entries.values()}
-        blocked = []
-        for name in plan.pinned:
-            blocked.append(f"{name} ({fmt(sizes.get(name))}, pinned)")
-        for name in plan.busy:
-            blocked.append(f"{name} ({fmt(sizes.get(name))}, a call in it is running)")
-        for name in plan.held:
-            alive = holders.get(name)
-            held_by = ", ".join(h.path for h in alive.holders) if alive is not None else "something outside nbmodels"
-            fix = f"; {alive.fix} frees it" if alive is not None and alive.fix else ""
-            blocked.append(f"{name} ({fmt(sizes.get(name))}, held by {held_by}{fix})")
-        held_after = [e.name or "" for e in events if e.report is not None and e.report.still_alive]
-        with self._lock:
             loading = [n for n, reserved in self._reserved.items() if n != cause and (reserved or plan.count_over)]
-        if loading:
-            blocked.append(f"{', '.join(loading)} (still loading)")
+        held = {
+            name: Holding(tuple(h.path for h in alive.holders), alive.fix)
+            for name, alive in holders.items()
+            if alive is not None
+        }
+        shortfall = explain_shortfall(
+            plan,
+            need=need,
+            limits=limits,
+            used=used,
+            sizes=sizes,
+            holders=held,
+            loading=loading,
+            still_held=[e.name or "" for e in events if e.report is not None and e.report.still_alive],
+        )
         subject = f"no room {purpose}" if cause is None else f"no room for {cause}"
-        message = f"{subject}: " + "; ".join(parts)
-        if blocked:
-            message += "; what cannot leave: " + ", ".join(blocked)
-        if evicting:
-            message += "; evicting " + ", ".join(evicting) + " would not be enough"
-        if held_after:
-            message += f"; evicted already, but still held (their memory did not come back): {', '.join(held_after)}"
-        message += f"; {outcome}"
-        return BudgetExceededError(message, name=cause or "", needed=dict(need), free=free, blocked=plan.blocked)
+        return BudgetExceededError(
+            f"{subject}: {shortfall.text}; {outcome}",
+            name=cause or "",
+            needed=dict(need),
+            free=shortfall.free,
+            blocked=plan.blocked,
+        )
 
     def _room_before_load(self, name: str, spec: _Spec) -> None:
         """Before a load under a budget: make room for its estimated size, and reserve that room.

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nbmodels.core.memory import format_bytes
 from nbmodels.core.policy.budget import Limits
 
 Action = Literal["unload", "offload"]
@@ -158,4 +159,85 @@ def rescue_order(candidates: Sequence[Candidate], device: str) -> list[Candidate
     return [c for c in lru(candidates) if c.on([device]) and not (c.pinned or c.busy or c.held)]
 
 
-__all__ = ["Action", "Candidate", "Eviction", "RoomPlan", "lru", "plan_room", "rescue_order"]
+@dataclass(frozen=True)
+class Holding:
+    """What holds a model outside the manager (paths, as the holder search names them) and the command that frees it."""
+
+    held_by: tuple[str, ...]
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Why a plan does not fit, in words, and the bytes per device that evictions could free for the need."""
+
+    text: str
+    free: dict[str, int] = field(default_factory=dict, hash=False)
+
+
+def explain_shortfall(
+    plan: RoomPlan,
+    *,
+    need: Mapping[str, int],
+    limits: Limits,
+    used: Mapping[str, int],
+    sizes: Mapping[str, int],
+    holders: Mapping[str, Holding],
+    loading: Sequence[str] = (),
+    still_held: Sequence[str] = (),
+) -> Shortfall:
+    """What was needed, what evictions could free, and what cannot leave (with what holds it and the fix).
+
+    ``sizes`` are the models' bytes; ``holders`` what the holder search found for
+    the held ones; ``loading`` the loads in flight in the way; ``still_held`` the
+    models evicted already whose memory did not come back.
+    """
+    fmt = format_bytes
+    parts = []
+    free = {}
+    for device, excess in sorted(plan.over.items()):
+        limit = limits.bytes_by_device[device]
+        wanted = need.get(device, 0)
+        free[device] = max(wanted - excess, 0)
+        if wanted > limit:
+            parts.append(f"it needs {fmt(wanted)} on {device}, more than the whole {device} budget of {fmt(limit)}")
+        elif wanted:
+            parts.append(
+                f"it needs {fmt(wanted)} on {device}; the {device} budget is {fmt(limit)}, "
+                f"of which only {fmt(free[device])} can be made free"
+            )
+        else:
+            parts.append(f"{device} holds {fmt(used.get(device, 0))}, {fmt(excess)} over the budget of {fmt(limit)}")
+    if plan.count_over:
+        parts.append(f"max_loaded_models is {limits.max_models}")
+    blocked = [f"{name} ({fmt(sizes.get(name))}, pinned)" for name in plan.pinned]
+    blocked += [f"{name} ({fmt(sizes.get(name))}, a call in it is running)" for name in plan.busy]
+    for name in plan.held:
+        holding = holders.get(name)
+        held_by = ", ".join(holding.held_by) if holding is not None else "something outside nbmodels"
+        fix = f"; {holding.fix} frees it" if holding is not None and holding.fix else ""
+        blocked.append(f"{name} ({fmt(sizes.get(name))}, held by {held_by}{fix})")
+    if loading:
+        blocked.append(f"{', '.join(loading)} (still loading)")
+    text = "; ".join(parts)
+    if blocked:
+        text += "; what cannot leave: " + ", ".join(blocked)
+    if plan.evictions:
+        text += "; evicting " + ", ".join(plan.names) + " would not be enough"
+    if still_held:
+        text += f"; evicted already, but still held (their memory did not come back): {', '.join(still_held)}"
+    return Shortfall(text, free)
+
+
+__all__ = [
+    "Action",
+    "Candidate",
+    "Eviction",
+    "Holding",
+    "RoomPlan",
+    "Shortfall",
+    "explain_shortfall",
+    "lru",
+    "plan_room",
+    "rescue_order",
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nbmodels.core.policy.budget import Limits
-from nbmodels.core.policy.eviction import Candidate, plan_room, rescue_order
+from nbmodels.core.policy.eviction import Candidate, Holding, explain_shortfall, plan_room, rescue_order
 
 MiB = 2**20
 
@@ -132,3 +132,29 @@ def test_after_out_of_memory_every_idle_unpinned_model_on_the_device_is_a_candid
     ]
     assert [c.name for c in rescue_order(models, "cpu")] == ["old", "new"]
     assert [c.name for c in rescue_order(models, "cuda:0")] == ["elsewhere"]
+
+
+def test_a_shortfall_says_what_was_needed_what_could_be_freed_and_what_holds_the_rest() -> None:
+    models = [cpu("keep", 10, 1.0, pinned=True), cpu("mine", 10, 2.0, held=True), cpu("idle", 10, 3.0)]
+    result = plan(models, need_mib=25, budget_mib=40)
+    shortfall = explain_shortfall(
+        result,
+        need={"cpu": 25 * MiB},
+        limits=Limits({"cpu": 40 * MiB}),
+        used={"cpu": 30 * MiB},
+        sizes={"keep": 10 * MiB, "mine": 10 * MiB, "idle": 10 * MiB},
+        holders={"mine": Holding(("model", "Out[3]"), "%unload_model mine --force")},
+        loading=["other"],
+    )
+    assert shortfall.free == {"cpu": 20 * MiB}
+    assert shortfall.text == (
+        "it needs 25.0 MiB on cpu; the cpu budget is 40.0 MiB, of which only 20.0 MiB can be made free; "
+        "what cannot leave: keep (10.0 MiB, pinned), mine (10.0 MiB, held by model, Out[3]; "
+        "%unload_model mine --force frees it), other (still loading); evicting idle would not be enough"
+    )
+    lowered = plan_room(models, used={"cpu": 30 * MiB}, need={}, limits=Limits({"cpu": 5 * MiB}), count=3,
+                        adding=0, everywhere=True)  # fmt: skip
+    text = explain_shortfall(lowered, need={}, limits=Limits({"cpu": 5 * MiB}), used={"cpu": 30 * MiB}, sizes={},
+                             holders={}).text  # fmt: skip
+    assert text.startswith("cpu holds 30.0 MiB, 15.0 MiB over the budget of 5.0 MiB; what cannot leave: keep (?, ")
+    assert "mine (?, held by something outside nbmodels)" in text
