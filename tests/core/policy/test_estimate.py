@@ -119,3 +119,28 @@ def test_device_map_and_dtype_go_to_from_pretrained(
     assert seen[-1].get("dtype", seen[-1].get("torch_dtype")) == torch.float32
     info = manager.info("bert")
     assert info.dtypes == ("float32", "int64") and info.bytes_by_device == {"cpu": info.total_bytes}
+
+
+def test_a_hugging_face_load_under_a_budget_makes_room_before_from_pretrained(
+    manager: ModelManager, half_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its size is read from the folder: the idle model leaves before the weights are read, not after."""
+    import shutil
+    import weakref
+
+    folder = tmp_path / "my models" / "half bert"  # a path with spaces, as people name folders
+    shutil.copytree(half_bert, folder)
+    manager.load("idle", "demo:mlp", size_mb=0.2)
+    gone = weakref.ref(manager.get("idle"))
+    seen: list[str] = []
+    original = transformers.BertModel.from_pretrained.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type, *args: object, **kwargs: object) -> object:
+        seen.append("idle gone" if gone() is None else "idle alive")
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.BertModel, "from_pretrained", classmethod(spy))
+    manager.set_max_memory({"cpu": int(1.5 * estimate(str(folder), {}).nbytes)})  # type: ignore[union-attr]
+    manager.load("bert", str(folder), device="auto")
+    assert seen == ["idle gone"]
+    assert [i.name for i in manager.list()] == ["bert"] and manager.info("bert").devices == ("cpu",)
