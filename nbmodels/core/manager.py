@@ -580,7 +580,7 @@ class ModelManager:
             entry = self._load_rescued(name, spec, pin=pin, on_release=on_release)
             entry.keep_alive = keep_alive
             with self._room_lock:
-                events = self._room_after_load(name, entry)
+                self._room_after_load(name, entry)  # its evictions are events already
                 with self._lock:
                     if self._scope_depth:
                         entry.in_scope = True
@@ -606,8 +606,6 @@ class ModelManager:
             log.warning("loading %s failed: %s", name, error, exc_info=error)
             self._emit(Event("load_failed", name=name, error=str(error)))
             raise
-        for event in events:
-            self._emit(event)
         self._schedule(entry)
         log.info("loaded %s", info.summary())
         self._emit(Event("load_finished", name=name, info=info))

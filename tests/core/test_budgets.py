@@ -93,6 +93,15 @@ def test_a_size_known_before_the_load_makes_room_first(mgr: ModelManager) -> Non
     assert mgr.loading() == []
 
 
+def test_an_eviction_after_a_load_of_unknown_size_is_one_event(mgr: ModelManager) -> None:
+    """A factory's size is known only once it ran: the eviction that follows is said once, not twice."""
+    load(mgr, "b", 2)
+    mgr.set_max_memory({"cpu": int(1.5 * size_of(mgr, "b"))})
+    seen = evictions(mgr)
+    mgr.load("c", lambda: demo.mlp(size_mb=SIZE, seed=3))
+    assert [(e.name, e.cause) for e in seen] == [("b", "c")]
+
+
 def test_a_model_held_by_a_variable_is_passed_over_for_one_that_really_frees(mgr: ModelManager) -> None:
     held = load(mgr, "old", 1)  # the user's variable: releasing it would free nothing
     load(mgr, "newer", 2)
