@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
+import functools
 import gc
 import inspect
 import logging
@@ -247,6 +248,44 @@ def _held_elsewhere(entry: _Entry) -> bool:
     release report finds afterwards (and the policy then counts as no room made).
     """
     return sys.getrefcount(entry.model) > _OWN_REFERENCES
+
+
+def _tensor_references(model: Any) -> Iterator[tuple[int, int]]:
+    """For each parameter and buffer of a module: (its reference count, how many registries of the model hold it)."""
+    seen: dict[int, int] = {}
+    tensors = []
+    for module in model.modules():
+        for registry in (module._parameters, module._buffers):
+            for tensor in registry.values():
+                if tensor is not None:
+                    if id(tensor) not in seen:
+                        tensors.append(tensor)
+                    seen[id(tensor)] = seen.get(id(tensor), 0) + 1
+    for tensor in tensors:
+        yield sys.getrefcount(tensor), seen[id(tensor)]
+
+
+@functools.cache
+def _own_tensor_references() -> int:
+    """What :func:`_tensor_references` reads for a parameter that only its module holds."""
+    import torch
+
+    return next(_tensor_references(torch.nn.Linear(1, 1, bias=False)))[0]
+
+
+def _tensors_held_elsewhere(model: Any) -> bool:
+    """True when something besides the model holds one of its parameters or buffers: an optimizer, a list of them.
+
+    Such a model survives its release, so evicting it makes no room (and takes it
+    from a user who is training it); a loss that keeps its autograd graph counts
+    too. Asked only of the model a plan would evict next: it walks the parameters.
+    New tensors over the same storage (a saved ``state_dict()``) are not seen; the
+    release report finds those.
+    """
+    if "torch" not in sys.modules or not isinstance(model, sys.modules["torch"].nn.Module):
+        return False
+    own = _own_tensor_references()
+    return any(count > own + (registries - 1) for count, registries in _tensor_references(model))
 
 
 def _device(device: Any) -> str | None:
@@ -1076,8 +1115,10 @@ class ModelManager:
         count = sum(name != exclude for name in self._entries) + sum(name != exclude for name in self._reserved)
         return used, count
 
-    def _candidates(self, skip: set[str | None], freeable: set[str]) -> builtins.list[Candidate]:
-        """Every loaded model the planner may consider (lock held)."""
+    def _candidates(
+        self, skip: set[str | None], freeable: set[str], suspected: set[str] | None = None
+    ) -> builtins.list[Candidate]:
+        """Every loaded model the planner may consider (lock held); ``suspected``: found held by their tensors."""
         return [
             Candidate(
                 entry.name,
@@ -1085,7 +1126,7 @@ class ModelManager:
                 entry.last_used,
                 pinned=entry.pinned,
                 busy=entry.busy > 0,
-                held=entry.name not in freeable and _held_elsewhere(entry),
+                held=entry.name not in freeable and (entry.name in (suspected or ()) or _held_elsewhere(entry)),
             )
             for entry in self._entries.values()
             if entry.name not in skip
@@ -1120,10 +1161,17 @@ class ModelManager:
         events: builtins.list[Event] = []
         tried: set[str | None] = {exclude}
         freeable: set[str] = set()
+        suspected: set[str] = set()  # their parameters have holders outside the model (an optimizer)
         holders: dict[str, StillAlive | None] | None = None
         while True:
             plan, limits, used = self._plan(
-                need, adding=adding, exclude=exclude, skip=tried, freeable=freeable, everywhere=everywhere
+                need,
+                adding=adding,
+                exclude=exclude,
+                skip=tried,
+                freeable=freeable,
+                suspected=suspected,
+                everywhere=everywhere,
             )
             if plan.fits and not plan.evictions:
                 return events
@@ -1136,6 +1184,16 @@ class ModelManager:
                         continue
                 raise self._budget_error(cause, need, limits, used, plan, events, holders, purpose, outcome)
             eviction = plan.evictions[0]
+            if eviction.action == "unload" and eviction.name not in freeable | suspected:
+                with self._lock:
+                    entry = self._entries.get(eviction.name)
+                    model = entry.model if entry is not None else None
+                    del entry
+                held = _tensors_held_elsewhere(model)
+                del model
+                if held:  # its release would free nothing: plan again with it counted as held
+                    suspected.add(eviction.name)
+                    continue
             tried.add(eviction.name)
             event = self._evict_one(eviction, cause, purpose)
             if event is not None:
@@ -1149,19 +1207,21 @@ class ModelManager:
         exclude: str | None = None,
         skip: set[str | None] | None = None,
         freeable: set[str] | None = None,
+        suspected: set[str] | None = None,
         everywhere: bool = False,
     ) -> tuple[RoomPlan, budgets.Limits, dict[str, int]]:
         """The eviction decision, from the state now: what would leave for ``need`` (nothing changes).
 
         ``exclude`` is the model room is made for (its bytes and reservation never
         count, and it never leaves); ``skip`` the models tried already;
-        ``freeable`` those the holder search found nothing holding.
+        ``freeable`` those the holder search found nothing holding; ``suspected``
+        those whose parameters something else holds.
         """
         skip = {exclude} if skip is None else skip | {exclude}
         with self._lock:
             limits = self._limits()
             used, count = self._usage(exclude)
-            candidates = self._candidates(skip, freeable or set())
+            candidates = self._candidates(skip, freeable or set(), suspected)
             cpu_room = self._cpu_room(limits, used) if self._evict == "offload" else None
         plan = plan_room(
             candidates,
@@ -1371,7 +1431,7 @@ class ModelManager:
                 if entry.name != exclude and entry.footprint.bytes_by_device.get(device, 0) > 0
             ]
             rows = [(e.name, e.footprint.bytes_by_device[device], e.pinned, e.last_used) for e in there]
-            suspects = [entry.name for entry in there if _held_elsewhere(entry)]
+            suspects = [e.name for e in there if _held_elsewhere(e) or _tensors_held_elsewhere(e.model)]
             del there
             survivors = {
                 name: sum(_live_bytes(watch).get(device, 0) for watch in watches)

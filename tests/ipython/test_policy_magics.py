@@ -43,6 +43,33 @@ def test_a_budget_evicts_the_idle_model_while_the_one_in_a_variable_stays(
     assert sorted(info.name for info in mgr.list()) == ["idle", "mine", "new"]
 
 
+def test_a_model_in_training_is_not_evicted_and_the_error_names_its_optimizer(
+    ip: InteractiveShell, mgr: ModelManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ordinary training cell: the optimizer holds the parameters; a budget must not take that model."""
+    run(ip, "m = %load_model trained demo:mlp --kw size_mb=2")
+    run(
+        ip,
+        "import torch\nopt = torch.optim.Adam(m.parameters()); losses = []\n"
+        "for _ in range(2):\n"
+        "    loss = m(torch.randn(4, next(m.parameters()).shape[1])).pow(2).mean()\n"
+        "    opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())",
+    )
+    run(ip, "%load_model spare demo:mlp --kw size_mb=2 seed=1")
+    run(ip, f"%config NBModels.max_memory = 'cpu={int(2.5 * size_of(mgr, 'spare'))}'")
+    capsys.readouterr()
+    run(ip, "%load_model new demo:mlp --kw size_mb=2 seed=2")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("evicted spare (") and len(out) == 2
+    run(ip, "%model_unpin new")  # a no-op on an unpinned model, but a real magic between the loads
+    run(ip, "%unload_model new")
+    run(ip, f"%config NBModels.max_memory = 'cpu={int(1.5 * size_of(mgr, 'trained'))}'")
+    with pytest.raises(UsageError) as info:
+        ip.run_line_magic("load_model", "newest demo:mlp --kw size_mb=2 seed=3")
+    assert "trained (2.0 MiB, held by opt" in str(info.value)
+    assert "trained" in mgr and ip.user_ns["losses"][1] <= ip.user_ns["losses"][0] * 10
+
+
 def test_pinned_and_held_models_make_a_one_line_error_that_says_how_to_free_them(
     ip: InteractiveShell, mgr: ModelManager
 ) -> None:

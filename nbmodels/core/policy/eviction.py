@@ -9,9 +9,11 @@ names it instead. In ``offload`` mode a model on a GPU moves to the CPU when
 the CPU can take it, which frees its GPU memory even while something holds it.
 
 The planner only decides. The manager carries the plan out one model at a time
-through the ordinary release, and reads the release report: a model that
-survived its release (held in a way no cheap check sees, such as an optimizer
-or an autograd graph) made no room, and the plan is made again.
+through the ordinary release. Before each eviction it asks whether something
+holds the model's parameters (an optimizer, a kept loss); if so the model counts
+as held and the plan is made again. It reads the release report too: a model
+that survived its release (held in a way no cheap check sees, such as a saved
+``state_dict()``) made no room, and the plan is made again.
 """
 
 from __future__ import annotations
