@@ -13,7 +13,9 @@ import pytest
 from tests.notebooks.running import execute_notebook
 
 CELLS = [
-    ("load_ext", "%load_ext nbmodels"),
+    # torch imported first: the first load would pay for that import, over a second on a busy machine,
+    # and a load over a second rightly shows a progress bar, which is not what "bare load" checks.
+    ("load_ext", "%load_ext nbmodels\nimport torch"),
     ("bare load", "%load_model clf demo:mlp"),
     ("assigned load", "m = %load_model clf\nm"),
     ("bare unload", "%unload_model clf"),
