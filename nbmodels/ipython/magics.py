@@ -28,6 +28,7 @@ import contextlib
 import keyword
 import os
 import shlex
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -38,6 +39,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class
 
 from nbmodels.core import Event, ModelManager, ReleaseReport, get_manager, memory
+from nbmodels.core.demo import DEMO_MODELS
 from nbmodels.core.devices import normalize_device, normalize_dtype
 from nbmodels.core.manager import check_name
 from nbmodels.core.memory import format_bytes
@@ -352,6 +354,33 @@ class NBModelsMagics(Magics):
                 )
         return defaults
 
+    def _notebook_factory(self, source: str | None) -> Any:
+        """A bare name bound in the notebook (``%load_model m make``) is that factory; anything else stays text.
+
+        A file or folder of that name wins, as it did before the name was bound.
+        A model already built is not a factory: the message says how to load it.
+        """
+        if source is None or not source.isidentifier() or self.shell is None:
+            return source
+        if keyword.iskeyword(source) or os.path.exists(os.path.expanduser(source)):
+            return source
+        value = self.shell.user_ns.get(source, _MISSING)
+        if value is _MISSING:
+            _usage(
+                "load_model",
+                f"cannot understand source {source!r}: no file, folder or notebook function has that name; use "
+                f"'package.module:factory', 'demo:NAME' ({', '.join(sorted(DEMO_MODELS))}), a path, "
+                f"or define {source}() in the notebook first",
+            )
+        if _is_module(value) or not callable(value) or (isinstance(value, type) and not _builds_a_model(value)):
+            kind = "a model that is already built" if _is_module(value) else f"an object of type {type(value).__name__}"
+            _usage(
+                "load_model",
+                f"{source!r} in the notebook is {kind}, not a function that builds one; give a function "
+                f"(def make(): return ...; %load_model NAME make), 'package.module:factory', 'demo:NAME' or a path",
+            )
+        return value
+
     def _execution_count(self) -> int | None:
         return getattr(self.shell, "execution_count", None)
 
@@ -364,8 +393,8 @@ class NBModelsMagics(Magics):
         "source",
         nargs="?",
         default=None,
-        help="where to load it from: demo:mlp, demo:transformer, package.module:factory, a file or folder; "
-        "leave out for a registered or loaded name",
+        help="where to load it from: demo:mlp, demo:transformer, package.module:factory, a file or folder, "
+        "or the name of a function defined in the notebook; leave out for a registered or loaded name",
     )
     @argument(
         "--device", default=None, help="cpu, cuda, cuda:N, mps or auto (a new name's default: NBModels.default_device)"
@@ -415,6 +444,7 @@ class NBModelsMagics(Magics):
         Examples::
 
             %load_model clf demo:mlp --kw hidden=512
+            %load_model mine make --kw hidden=64          # make() defined in the notebook
             m = %load_model lm demo:transformer --device cpu --dtype bf16
             %load_model clf --as model
             %load_model big mypkg.models:build --isolate --device cuda
@@ -429,6 +459,7 @@ class NBModelsMagics(Magics):
         if args.isolate and args.runner not in (None, "process"):
             _usage("load_model", f"--isolate means --runner process; it cannot go with --runner {args.runner}")
         runner = "process" if args.isolate else args.runner
+        source = self._notebook_factory(args.source)
         placement = {"device": args.device, "dtype": args.dtype}
         placement.update(self._default_placement(manager, args.name, placement))
         with _evictions_for(manager, args.name) as evicted:
@@ -438,7 +469,7 @@ class NBModelsMagics(Magics):
                     args.name,
                     lambda: manager.load(
                         args.name,
-                        args.source,
+                        source,
                         trust=args.trust,
                         pin=args.pin,
                         reload=args.reload,
@@ -639,6 +670,21 @@ class NBModelsMagics(Magics):
         except TraitError as exc:  # a bad --refresh
             _usage("model_panel", f"--refresh: {one_line(exc)}")
         display(panel)  # a later run of this cell closes it (see nbmodels.widgets.cells)
+
+
+_MISSING = object()
+
+
+def _is_module(value: Any) -> bool:
+    """A torch module instance (torch is imported by then if the notebook made one)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.nn.Module)
+
+
+def _builds_a_model(cls: type) -> bool:
+    """A class whose instances are models (``%load_model m MyNet`` builds ``MyNet()``)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and issubclass(cls, torch.nn.Module)
 
 
 @contextlib.contextmanager

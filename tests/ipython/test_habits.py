@@ -120,6 +120,45 @@ def test_a_cell_that_defines_a_factory_and_loads_from_it_can_run_again(
     assert ip.user_ns["model"] is first["api"]
 
 
+def test_a_function_defined_in_the_notebook_is_a_source_by_its_bare_name(
+    ip: InteractiveShell, mgr: ModelManager
+) -> None:
+    """`%load_model m make` is what a user types first after `def make(): ...`: it loads, and runs again."""
+    cell = "import torch\ndef make(hidden=4):\n    return torch.nn.Sequential(torch.nn.Linear(3, hidden))"
+    run(ip, cell)
+    run(ip, "%load_model m make --kw hidden=8")
+    first = mgr.get("m")
+    assert mgr.info("m").source == "__main__:make" and mgr.info("m").parameters == 32
+    run(ip, cell)  # the cell again: a new make object, the same source
+    run(ip, "%load_model m make --kw hidden=8")
+    assert mgr.get("m") is first
+    assert "it was loaded with hidden=8, this asks for hidden=9" in usage_error(
+        ip, "load_model", "m make --kw hidden=9"
+    )
+    run(
+        ip,
+        "class Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.l = torch.nn.Linear(2, 2)",
+    )
+    run(ip, "%load_model net Net")
+    assert mgr.info("net").class_name == "Net"
+
+
+def test_a_bare_name_that_is_not_a_factory_says_what_it_is_and_changes_nothing(
+    ip: InteractiveShell, mgr: ModelManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(ip, "import torch\nbuilt = torch.nn.Linear(2, 2)\ncount = 3")
+    message = usage_error(ip, "load_model", "m built")
+    assert "'built' in the notebook is a model that is already built, not a function that builds one" in message
+    assert "'count' in the notebook is an object of type int" in usage_error(ip, "load_model", "m count")
+    missing = usage_error(ip, "load_model", "m nothing")
+    assert "no file, folder or notebook function has that name" in missing and "define nothing()" in missing
+    assert len(mgr) == 0
+    monkeypatch.chdir(tmp_path)  # a folder named like a variable is still a folder
+    (tmp_path / "count").mkdir()
+    assert "in the notebook" not in usage_error(ip, "load_model", "m count")
+
+
 def test_a_rerun_cell_with_other_keywords_says_what_differs(ip: InteractiveShell) -> None:
     ip.run_cell("import nbmodels", store_history=True)
     run(ip, FACTORY_CELL)
