@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import statistics
+import threading
 import time
 from collections.abc import Callable
 
@@ -49,6 +50,13 @@ def _paired(mgr: ModelManager, setup: Callable[[], Callable[[], None]], pairs: i
     return statistics.median(added), statistics.median(base)
 
 
+def _quiet() -> None:
+    """Wait until no panel reads the machine in the background (paused and closed sections end their thread)."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("nbmodels-machine-"):
+            thread.join(timeout=30)
+
+
 def _panels(mgr: ModelManager, *, shown: bool) -> Callable[[], Callable[[], None]]:
     from nbmodels.widgets.panel import ModelPanel
 
@@ -59,9 +67,13 @@ def _panels(mgr: ModelManager, *, shown: bool) -> Callable[[], Callable[[], None
             if not shown:
                 panel.set_state({"_view_count": 0})  # ... and when the last view is gone
 
+        if not shown:  # a forgotten panel has long finished what showing it started (its machine reading)
+            _quiet()
+
         def teardown() -> None:
             for panel in panels:
                 panel.close()
+            _quiet()  # the next bare cycle must not share the CPU with a machine reading still running
 
         return teardown
 

@@ -1,5 +1,7 @@
-"""The IPython-free core: the manager, sources, memory accounting, the release and the holder search
-(``holders/``), and the runners that place a model in a worker process or a Ray actor (``runners/``).
+"""The IPython-free core: the manager (``manager`` with its parts ``entries``, ``state``,
+``budgeting``, ``keeping``), sources, memory accounting, the release and the holder search
+(``holders/``), the memory policy's decisions (``policy/``), and the runners that place a model
+in a worker process or a Ray actor (``runners/``).
 
 Nothing here imports IPython or ipywidgets, and torch is imported only when a
 model is loaded or measured.

@@ -128,6 +128,7 @@ class MachineSection:
         self._scanner = scanner
         self._interval = interval
         self._refresher: threading.Thread | None = None
+        self._paused: threading.Event | None = None  # set to end the running refresher (pause or close)
         self._freer = freer
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -166,13 +167,28 @@ class MachineSection:
             self.start()
 
     def start(self) -> None:
-        """Start the background refresh (once; the panel does it when it is first shown)."""
+        """Start the background refresh (the panel does it when it is shown); a running one is left as it is."""
         with self._lock:
             if self._interval is None or self._refresher is not None or self.closed:
                 return
             name = f"nbmodels-machine-{self.box.model_id}"
-            self._refresher = threading.Thread(target=self._keep_fresh, args=(self._interval,), name=name, daemon=True)
+            self._paused = threading.Event()
+            self._refresher = threading.Thread(
+                target=self._keep_fresh, args=(self._interval, self._paused), name=name, daemon=True
+            )
             self._refresher.start()
+
+    def pause(self) -> None:
+        """Stop reading the machine until :meth:`start` (the panel does it when its last view is gone).
+
+        A panel nobody sees must cost nothing: a reading of every kernel every few
+        seconds is CPU taken from the user's own work.
+        """
+        with self._lock:
+            if self._paused is not None:
+                self._paused.set()
+            self._paused = None
+            self._refresher = None
 
     # --- reading ------------------------------------------------------------------
 
@@ -183,11 +199,12 @@ class MachineSection:
     def _on_comm(self, change: dict[str, Any]) -> None:
         if change["new"] is None:
             self._stop.set()
+            self.pause()
 
-    def _keep_fresh(self, interval: float) -> None:
-        while not self.closed:
+    def _keep_fresh(self, interval: float, paused: threading.Event) -> None:
+        while not self.closed and not paused.is_set():
             self.refresh()
-            if self._stop.wait(interval):
+            if paused.wait(interval):
                 break
 
     def refresh(self) -> None:
@@ -271,6 +288,7 @@ class MachineSection:
     def close(self) -> None:
         with self._lock:
             self._stop.set()
+            self.pause()  # the refresher ends now, not after its wait
             self.lines.clear()
             self._other_lines = []
             close_tree(self.box)  # the table, its rows and every Layout: none left open with closed children

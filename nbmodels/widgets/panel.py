@@ -353,6 +353,7 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 self._unsubscribe()
                 self._unsubscribe = None
         self._timer.stop()
+        self.machine.pause()
 
     def _start_timer(self) -> None:
         delay = self._next_delay()

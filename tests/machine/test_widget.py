@@ -95,3 +95,24 @@ def test_the_panel_has_the_section_and_closing_the_panel_stops_its_refresh(machi
     for thread in refreshers:
         thread.join(timeout=10)
     assert not any(t.is_alive() for t in refreshers)
+
+
+def test_a_panel_nobody_sees_stops_reading_the_machine_and_starts_again_when_shown(machine: Machine) -> None:
+    """A forgotten panel (cleared output, re-run cell) must cost nothing: no scan of every kernel every few s."""
+    panel = ModelPanel(ModelManager(), cuda_devices=0)
+    box = next(w for w in panel.children if "nbmodels-machine" in w._dom_classes)
+
+    def refreshers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == f"nbmodels-machine-{box.model_id}" and t.is_alive()]
+
+    try:
+        panel.set_state({"_view_count": 1})  # the front end drew a view
+        assert len(refreshers()) == 1
+        first = refreshers()[0]
+        panel.set_state({"_view_count": 0})  # ... and the last view is gone
+        first.join(timeout=10)
+        assert not first.is_alive() and refreshers() == []
+        panel.set_state({"_view_count": 1})  # shown again: it reads the machine again
+        assert len(refreshers()) == 1 and refreshers()[0] is not first
+    finally:
+        panel.close()
