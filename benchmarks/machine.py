@@ -21,8 +21,8 @@ from pathlib import Path
 
 from benchmarks.common import Figure, median_seconds, pick
 from nbmodels.core import ModelManager
+from nbmodels.core.nvml import GpuReadings
 from nbmodels.machine import scan
-from nbmodels.machine.gpu import GpuReadings
 from nbmodels.machine.publisher import Publisher
 
 KERNELS = 10

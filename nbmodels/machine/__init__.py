@@ -7,6 +7,7 @@ models; :func:`free_kernel` asks one kernel to release its models over its
 owner-only Unix socket. No IPython here: the magics and the panel build on it.
 """
 
+from nbmodels.core.nvml import GpuDevice, GpuReadings, devices_from_records, read_gpus
 from nbmodels.machine.errors import (
     KernelNotFoundError,
     MachineError,
@@ -15,7 +16,6 @@ from nbmodels.machine.errors import (
     StateFileError,
 )
 from nbmodels.machine.free import FreeResult, find_kernel, free_kernel, free_row
-from nbmodels.machine.gpu import GpuDevice, GpuReadings, devices_from_records, read_gpus
 from nbmodels.machine.publisher import Publisher
 from nbmodels.machine.scan import KernelRow, MachineView, OtherProcess, scan
 from nbmodels.machine.state import KernelState, ModelState

@@ -19,9 +19,9 @@ from typing import Any
 import psutil
 
 from nbmodels.core.memory import format_bytes
+from nbmodels.core.nvml import GpuReadings
 from nbmodels.machine.control import send_request
 from nbmodels.machine.errors import KernelNotFoundError, MachineError, NotNbmodelsKernelError, StateFileError
-from nbmodels.machine.gpu import GpuReadings
 from nbmodels.machine.scan import KernelRow, MachineView, scan
 from nbmodels.machine.state import VERSION
 from nbmodels.machine.view import notebook_text

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import psutil
 
+from nbmodels.core.nvml import GpuReadings, read_gpus
 from nbmodels.machine import paths
 from nbmodels.machine.errors import MachineError, StateFileError
-from nbmodels.machine.gpu import GpuReadings, read_gpus
 from nbmodels.machine.state import KernelState, ModelState, read_state
 
 log = logging.getLogger("nbmodels")

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from nbmodels.core.nvml import nvml_records, read_gpus
 from nbmodels.machine import GpuReadings, devices_from_records, scan
-from nbmodels.machine.gpu import nvml_records, read_gpus
 from nbmodels.machine.view import as_dict, text_table
 
 RECORDING = Path(__file__).parent / "data" / "nvml-two-gpus.json"

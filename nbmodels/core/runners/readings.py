@@ -9,7 +9,6 @@ readings as data (:func:`process_device_memory`), so it is tested without a GPU.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -20,6 +19,7 @@ import psutil
 
 from nbmodels.core.devices import cuda_initialized
 from nbmodels.core.memory import format_bytes
+from nbmodels.core.nvml import read_gpus
 
 
 @dataclass(frozen=True)
@@ -88,27 +88,11 @@ def process_device_memory(
 
 
 def nvml_processes() -> dict[int, list[tuple[int, int | None]]] | None:
-    """NVML's compute processes per device index, or None without NVML (or without a GPU)."""
-    try:
-        import pynvml
-    except ImportError:
+    """NVML's processes per device index (see :mod:`nbmodels.core.nvml`), or None without NVML or a GPU."""
+    readings = read_gpus()
+    if readings.note:
         return None
-    try:
-        pynvml.nvmlInit()
-    except Exception:
-        return None
-    try:
-        readings: dict[int, list[tuple[int, int | None]]] = {}
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            running = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
-            readings[index] = [(int(p.pid), p.usedGpuMemory) for p in running]
-        return readings
-    except Exception:
-        return None
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
+    return {device.index: list(device.processes.items()) for device in readings.devices}
 
 
 def torch_device_memory() -> dict[str, int]:

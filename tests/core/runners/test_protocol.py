@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
 
+from nbmodels.core import nvml
 from nbmodels.core.runners import protocol, readings
 from nbmodels.errors import ModelLoadError, RemoteError, WorkerDiedError
 from tests.core.runners.models import CustomError
@@ -88,6 +91,30 @@ def test_nvml_indices_follow_cuda_visible_devices() -> None:
     assert readings.visible_index(2, "0,1") is None
     assert readings.visible_index(1, "GPU-5f3c,GPU-77aa") == 1  # UUIDs: the mapping is unknown, kept as is
     assert readings.visible_index(3, None) == 3
+
+
+def test_a_worker_s_device_memory_comes_from_the_same_nvml_reading_as_the_machine_view(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One NVML reader for nbmodels: the recorded two-GPU machine of the machine-view tests, read for a worker."""
+    recording = json.loads((Path(__file__).parents[2] / "machine" / "data" / "nvml-two-gpus.json").read_text())
+    names = {"KERNEL": 101, "WORKER": 4242, "CHILD": 103, "OTHER": 104, "GONE": 105}
+    devices = recording["records"]
+    expected = 0
+    for device in devices:
+        used = []
+        for process in (*device.get("compute", ()), *device.get("graphics", ())):
+            process["pid"] = names[process["pid"]]
+            if process["pid"] == 4242 and process["usedGpuMemory"] is not None:
+                used.append(process["usedGpuMemory"])
+        expected += max(used, default=0)  # one process in both lists is one process
+    assert expected > 0
+    monkeypatch.setattr(readings, "read_gpus", lambda: nvml.devices_from_records(devices))
+    found = readings.nvml_processes()
+    assert found is not None and sorted(found) == sorted(int(d["index"]) for d in devices)
+    assert sum(readings.process_device_memory(4242, found).values()) == expected
+    monkeypatch.setattr(readings, "read_gpus", lambda: nvml.GpuReadings((), "no GPU readings: no NVML here"))
+    assert readings.nvml_processes() is None
 
 
 def test_a_reading_of_this_process_has_rss_and_private_memory() -> None:

@@ -1,5 +1,8 @@
 """Per-process GPU memory from NVML (``pip install nvidia-ml-py``), as plain records.
 
+The one place nbmodels reads NVML: the machine view (``python -m nbmodels ps``)
+and the readings of worker processes both use it.
+
 NVML is what ``nvidia-smi`` reads: for each device, its memory and the
 processes using it with their bytes (the CUDA context included). Reading it is
 split in two so the logic can be tested with recorded readings on machines
