@@ -48,6 +48,8 @@ class KernelRow:
     state_error: str
     this_process: bool
     started: float
+    child_rss: int = 0  # the RSS of its child processes (isolated models' workers, DataLoader workers, scripts)
+    child_processes: int = 0
 
     @property
     def nbmodels(self) -> bool:
@@ -161,6 +163,23 @@ def _pick_kernels(procs: Mapping[int, _Proc], state_pids: set[int]) -> dict[int,
         for member in chosen:
             kernels[member.pid] = connection
     return kernels
+
+
+def _descendants(procs: Mapping[int, _Proc], pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children...)."""
+    below: dict[int, list[int]] = {}
+    for proc in procs.values():
+        below.setdefault(proc.ppid, []).append(proc.pid)
+    found: list[int] = []
+    todo = list(below.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        if child in found or child == pid:
+            continue
+        if not procs[child].zombie:
+            found.append(child)
+        todo.extend(below.get(child, ()))
+    return sorted(found)
 
 
 def _ancestors(procs: Mapping[int, _Proc], pid: int) -> set[int]:
@@ -371,6 +390,8 @@ def scan(
             for label, nbytes in usage.get(holder, {}).items():
                 gpu[label] = gpu.get(label, 0) + nbytes
             charged.add(holder)
+        below = _descendants(procs, pid)
+        child_rss = sum(_rss(child) or 0 for child in below)
         notebook = (state.notebook if state is not None else None) or environ.get("JPY_SESSION_NAME") or None
         connection_file = connection or (state.connection_file if state is not None else None)
         rows.append(
@@ -387,9 +408,11 @@ def scan(
                 state_error=found.error,
                 this_process=pid == os.getpid(),
                 started=proc.started,
+                child_rss=child_rss,
+                child_processes=len(below),
             )
         )
-    rows.sort(key=lambda r: (-r.gpu_total, -(r.rss or 0), r.pid))
+    rows.sort(key=lambda r: (-r.gpu_total, -((r.rss or 0) + r.child_rss), r.pid))
     others = [
         OtherProcess(
             pid=pid,

@@ -63,6 +63,16 @@ def models_text(row: KernelRow) -> str:
     return ", ".join(parts) or "none"
 
 
+def rss_text(row: KernelRow) -> str:
+    """The kernel's RSS, and its child processes' (an isolated model's worker holds its model there)."""
+    text = format_bytes(row.rss)
+    if row.child_processes:
+        text += (
+            f" +{format_bytes(row.child_rss)} in {row.child_processes} child{'' if row.child_processes == 1 else 'ren'}"
+        )
+    return text
+
+
 def _kernel_cells(row: KernelRow, now: float, with_user: bool) -> list[str]:
     cells = [("*" if row.this_process else "") + row.short_id, str(row.pid)]
     if with_user:
@@ -70,7 +80,7 @@ def _kernel_cells(row: KernelRow, now: float, with_user: bool) -> list[str]:
     return [
         *cells,
         notebook_text(row.notebook),
-        format_bytes(row.rss),
+        rss_text(row),
         gpu_text(row.gpu),
         models_text(row),
         activity(row, now),
@@ -156,6 +166,8 @@ def _kernel_dict(row: KernelRow, now: float) -> dict[str, Any]:
         "connection_file": row.connection_file,
         "notebook": row.notebook,
         "rss": row.rss,
+        "child_rss": row.child_rss,
+        "child_processes": row.child_processes,
         "gpu": dict(row.gpu),
         "gpu_children": list(row.children),
         "nbmodels": row.nbmodels,

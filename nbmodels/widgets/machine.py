@@ -21,7 +21,7 @@ from nbmodels.core.memory import format_bytes
 from nbmodels.machine.errors import MachineError
 from nbmodels.machine.free import FreeResult, describe, free_row
 from nbmodels.machine.scan import KernelRow, MachineView, OtherProcess, current_user, scan
-from nbmodels.machine.view import activity, gpu_lines, gpu_text, models_text, summary
+from nbmodels.machine.view import activity, gpu_lines, gpu_text, models_text, rss_text, summary
 from nbmodels.widgets import render
 from nbmodels.widgets.tree import close_tree
 
@@ -57,7 +57,7 @@ def kernel_cells(row: KernelRow, now: float) -> str:
         f'<div class="nbm-c" title="{_e(row.kernel_id or "")}">{_e(row.short_id)}</div>',
         f'<div class="nbm-c nbm-num">{row.pid}</div>',
         f'<div class="nbm-c" title="{_e(row.notebook or "")}">{_e(notebook)}{_e(tag)}</div>',
-        f'<div class="nbm-c nbm-num">{_e(format_bytes(row.rss))}</div>',
+        f'<div class="nbm-c nbm-num">{_e(rss_text(row))}</div>',
         f'<div class="nbm-c">{_e(gpu_text(row.gpu))}</div>',
         f'<div class="nbm-c" title="{_e(models_text(row))}">{_e(models_text(row))}</div>',
         f'<div class="nbm-c">{_e(activity(row, now))}</div>',

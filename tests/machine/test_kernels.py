@@ -82,8 +82,25 @@ def test_ps_is_sorted_by_memory(machine: Machine) -> None:
     view = scan()
     ours = [row for row in view.kernels if row.pid in {k.pid for k in machine.kernels}]
     assert len(ours) == 3
-    rss = [row.rss or 0 for row in view.kernels]  # no GPU here: RSS alone decides
+    rss = [(row.rss or 0) + row.child_rss for row in view.kernels]  # no GPU here: memory alone decides
     assert rss == sorted(rss, reverse=True)
+
+
+def test_ps_counts_an_isolated_model_s_worker_with_its_kernel(machine: Machine) -> None:
+    """A model in a worker process holds its memory there: the kernel's row says so."""
+    before = ps_json(machine)[machine.eval.pid]
+    machine.eval.run("%load_model far demo:mlp --kw size_mb=40 seed=2 --isolate")
+    try:
+        row = ps_json(machine)[machine.eval.pid]
+        assert row["child_processes"] == before["child_processes"] + 1  # type: ignore[operator]
+        assert row["child_rss"] - before["child_rss"] > 40 * 2**20  # type: ignore[operator]
+        assert "far" in model_names(row)
+        line = next(line for line in machine.nbmodels("ps").stdout.splitlines() if f" {machine.eval.pid} " in line)
+        assert " in 1 child" in line or " in 2 children" in line
+    finally:
+        machine.eval.run("%unload_model far")
+    after = ps_json(machine)[machine.eval.pid]
+    assert after["child_processes"] == before["child_processes"]
 
 
 def test_list_models_all_in_a_notebook_shows_the_same_kernels_and_marks_itself(machine: Machine) -> None:
