@@ -24,6 +24,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import json
+import keyword
 import logging
 import os
 import pickle
@@ -31,7 +32,7 @@ import re
 import struct
 import sys
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,36 @@ def resolve(source: Any) -> Source:
         f"cannot understand source {text!r}; use 'package.module:factory', 'demo:NAME' "
         f"({', '.join(sorted(DEMO_MODELS))}), a path to a checkpoint or model folder, or a callable"
     )
+
+
+def from_namespace(source: Any, namespace: Mapping[str, Any]) -> Any:
+    """A bare name bound in a notebook's namespace (``%load_model m make``) is that factory; else ``source``.
+
+    A file or folder of that name wins, as it did before the name was bound. A
+    name bound to something that builds no model (a model already built, a
+    number) and a bare name bound to nothing are SourceErrors that say so.
+    """
+    if not isinstance(source, str) or not source.isidentifier() or keyword.iskeyword(source):
+        return source
+    if os.path.exists(os.path.expanduser(source)):
+        return source
+    if source not in namespace:
+        raise SourceError(
+            f"cannot understand source {source!r}: no file, folder or notebook function has that name; use "
+            f"'package.module:factory', 'demo:NAME' ({', '.join(sorted(DEMO_MODELS))}), a path, "
+            f"or define {source}() in the notebook first"
+        )
+    value = namespace[source]
+    torch = sys.modules.get("torch")
+    built = torch is not None and isinstance(value, torch.nn.Module)
+    builds = not isinstance(value, type) or (torch is not None and issubclass(value, torch.nn.Module))
+    if built or not callable(value) or not builds:
+        kind = "a model that is already built" if built else f"an object of type {type(value).__name__}"
+        raise SourceError(
+            f"{source!r} in the notebook is {kind}, not a function that builds one; give a function "
+            f"(def make(): return ...; then the source make), 'package.module:factory', 'demo:NAME' or a path"
+        )
+    return value
 
 
 def _looks_like_path(text: str) -> bool:

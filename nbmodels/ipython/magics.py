@@ -28,7 +28,6 @@ import contextlib
 import keyword
 import os
 import shlex
-import sys
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -39,17 +38,17 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class
 
 from nbmodels.core import Event, ModelManager, ReleaseReport, get_manager, memory
-from nbmodels.core.demo import DEMO_MODELS
 from nbmodels.core.devices import normalize_device, normalize_dtype
 from nbmodels.core.manager import check_name
 from nbmodels.core.memory import format_bytes
-from nbmodels.core.sources import Source
+from nbmodels.core.sources import Source, from_namespace
 from nbmodels.errors import (
     InvalidArgumentError,
     ModelConflictError,
     ModelLoadError,
     ModelNotFoundError,
     NbModelsError,
+    SourceError,
     UnknownKeywordError,
 )
 from nbmodels.ipython.config import NBModels
@@ -354,33 +353,6 @@ class NBModelsMagics(Magics):
                 )
         return defaults
 
-    def _notebook_factory(self, source: str | None) -> Any:
-        """A bare name bound in the notebook (``%load_model m make``) is that factory; anything else stays text.
-
-        A file or folder of that name wins, as it did before the name was bound.
-        A model already built is not a factory: the message says how to load it.
-        """
-        if source is None or not source.isidentifier() or self.shell is None:
-            return source
-        if keyword.iskeyword(source) or os.path.exists(os.path.expanduser(source)):
-            return source
-        value = self.shell.user_ns.get(source, _MISSING)
-        if value is _MISSING:
-            _usage(
-                "load_model",
-                f"cannot understand source {source!r}: no file, folder or notebook function has that name; use "
-                f"'package.module:factory', 'demo:NAME' ({', '.join(sorted(DEMO_MODELS))}), a path, "
-                f"or define {source}() in the notebook first",
-            )
-        if _is_module(value) or not callable(value) or (isinstance(value, type) and not _builds_a_model(value)):
-            kind = "a model that is already built" if _is_module(value) else f"an object of type {type(value).__name__}"
-            _usage(
-                "load_model",
-                f"{source!r} in the notebook is {kind}, not a function that builds one; give a function "
-                f"(def make(): return ...; %load_model NAME make), 'package.module:factory', 'demo:NAME' or a path",
-            )
-        return value
-
     def _execution_count(self) -> int | None:
         return getattr(self.shell, "execution_count", None)
 
@@ -459,7 +431,11 @@ class NBModelsMagics(Magics):
         if args.isolate and args.runner not in (None, "process"):
             _usage("load_model", f"--isolate means --runner process; it cannot go with --runner {args.runner}")
         runner = "process" if args.isolate else args.runner
-        source = self._notebook_factory(args.source)
+        namespace = self.shell.user_ns if self.shell is not None else {}
+        try:
+            source = from_namespace(args.source, namespace)
+        except SourceError as exc:
+            _usage("load_model", one_line(exc))
         placement = {"device": args.device, "dtype": args.dtype}
         placement.update(self._default_placement(manager, args.name, placement))
         with _evictions_for(manager, args.name) as evicted:
@@ -666,25 +642,11 @@ class NBModelsMagics(Magics):
 
         interval = DEFAULT_REFRESH_S if args.refresh is None else args.refresh
         try:
-            panel = ModelPanel(self.manager, refresh_interval=interval)
+            namespace = self.shell.user_ns if self.shell is not None else None
+            panel = ModelPanel(self.manager, refresh_interval=interval, namespace=namespace)
         except TraitError as exc:  # a bad --refresh
             _usage("model_panel", f"--refresh: {one_line(exc)}")
         display(panel)  # a later run of this cell closes it (see nbmodels.widgets.cells)
-
-
-_MISSING = object()
-
-
-def _is_module(value: Any) -> bool:
-    """A torch module instance (torch is imported by then if the notebook made one)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.nn.Module)
-
-
-def _builds_a_model(cls: type) -> bool:
-    """A class whose instances are models (``%load_model m MyNet`` builds ``MyNet()``)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and issubclass(cls, torch.nn.Module)
 
 
 @contextlib.contextmanager

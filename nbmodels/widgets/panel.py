@@ -31,7 +31,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ipywidgets as widgets
@@ -41,6 +41,7 @@ from nbmodels.core.devices import cuda_device_count
 from nbmodels.core.manager import ModelManager, get_manager
 from nbmodels.core.memory import DeviceMemory, device_readings
 from nbmodels.core.reports import Event, ModelInfo, ReleaseReport
+from nbmodels.core.sources import from_namespace
 from nbmodels.widgets import cells, force, render
 from nbmodels.widgets.capture import OutputSink, output_into
 from nbmodels.widgets.machine import MachineSection
@@ -164,9 +165,13 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         cuda_devices: int | None = None,
         refresh_interval: float = DEFAULT_REFRESH_S,
         readings: Callable[[], Sequence[DeviceMemory]] = device_readings,
+        namespace: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        """``namespace``: the notebook's variables, so that the Load form takes a function's bare name as its
+        source, as ``%load_model`` does (``%model_panel`` passes the kernel's)."""
         self._manager = manager if manager is not None else get_manager()
+        self._namespace = namespace if namespace is not None else {}
         self._cuda_devices = cuda_device_count() if cuda_devices is None else cuda_devices
         self._readings = readings
         self._lock = threading.RLock()
@@ -511,7 +516,8 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         try:
             options = parse_options(self.options.value)
             check_form_options(options)
-        except ValueError as exc:
+            source = from_namespace(source, self._namespace)
+        except ValueError as exc:  # a SourceError is a ValueError too
             self.refresh(str(exc), "error")
             return
         manager = self._manager

@@ -139,3 +139,18 @@ def test_model_panel_mistakes_are_one_line(ip: InteractiveShell, line: str, mess
         ip.run_line_magic("model_panel", line)
     assert "\n" not in str(error.value)
     assert str(error.value).startswith("%model_panel")
+
+
+def test_the_panel_of_the_magic_loads_a_notebook_function_by_its_bare_name(
+    ip: InteractiveShell, mgr: ModelManager
+) -> None:
+    ip.run_cell("import torch\ndef make(hidden=4):\n    return torch.nn.Sequential(torch.nn.Linear(3, hidden))")
+    (panel,) = shown_panels(ip, "%model_panel --refresh 0")
+    try:
+        panel.name.value, panel.source.value, panel.options.value = "m", "make", "hidden=8"
+        panel.load_button.click()
+        assert panel.wait(30)
+        assert panel.status_kind == "ok", panel.status_text
+        assert mgr.info("m").source == "__main__:make"
+    finally:
+        panel.close()

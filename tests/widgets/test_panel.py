@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import torch
 
 import nbmodels
 from nbmodels import ModelManager
@@ -118,6 +119,27 @@ def test_the_form_passes_source_device_and_options(manager: ModelManager, panel:
     assert info.pinned
     assert info.parameters == sum(p.numel() for p in mlp(hidden=16, layers=3).parameters())
     assert 'class="nbm-c nbm-pin" title="pinned">✓' in panel.rows["m"].cells.value
+
+
+def test_the_form_takes_a_notebook_function_by_its_bare_name_as_the_magic_does(manager: ModelManager) -> None:
+    def make(hidden: int = 4) -> Any:
+        return torch.nn.Sequential(torch.nn.Linear(3, hidden))
+
+    namespace: dict[str, Any] = {"make": make, "count": 3}
+    panel = ModelPanel(manager, cuda_devices=0, refresh_interval=0, namespace=namespace)
+    try:
+        panel.name.value, panel.source.value, panel.options.value = "m", "make", "hidden=8"
+        panel.load_button.click()
+        assert panel.wait(WAIT)
+        assert panel.status_kind == "ok", panel.status_text
+        assert manager.info("m").parameters == 32
+        panel.name.value, panel.source.value, panel.options.value = "n", "count", ""
+        panel.load_button.click()
+        assert panel.wait(WAIT)
+        assert panel.status_kind == "error" and "'count' in the notebook is an object of type int" in panel.status_text
+        assert "n" not in manager
+    finally:
+        panel.close()
 
 
 @pytest.mark.parametrize(
