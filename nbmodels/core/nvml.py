@@ -130,6 +130,29 @@ def nvml_records() -> tuple[list[dict[str, Any]], str]:
             pynvml.nvmlShutdown()
 
 
+def visible_index(nvml_index: int, visible: str | None) -> int | None:
+    """The torch index (``cuda:N``) of NVML device ``nvml_index`` under ``CUDA_VISIBLE_DEVICES``.
+
+    None when the device is hidden. Entries that are not plain indices (UUIDs) make the
+    mapping unknown, and then the NVML index is kept.
+    """
+    if visible is None:
+        return nvml_index
+    entries = [entry.strip() for entry in visible.split(",") if entry.strip()]
+    if not all(entry.isdigit() for entry in entries):
+        return nvml_index
+    indices = [int(entry) for entry in entries]
+    return indices.index(nvml_index) if nvml_index in indices else None
+
+
+def total_of(torch_index: int, readings: GpuReadings, visible: str | None) -> int | None:
+    """The total memory of torch's ``cuda:N`` as NVML reports it (None: not found), under ``CUDA_VISIBLE_DEVICES``."""
+    for device in readings.devices:
+        if visible_index(device.index, visible) == torch_index:
+            return device.total
+    return None
+
+
 def read_gpus() -> GpuReadings:
     """What NVML says now (an empty reading with the reason when it cannot)."""
     records, note = nvml_records()
@@ -138,4 +161,4 @@ def read_gpus() -> GpuReadings:
     return devices_from_records(records)
 
 
-__all__ = ["GpuDevice", "GpuReadings", "devices_from_records", "nvml_records", "read_gpus"]
+__all__ = ["GpuDevice", "GpuReadings", "devices_from_records", "nvml_records", "read_gpus", "total_of", "visible_index"]

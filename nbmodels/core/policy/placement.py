@@ -11,6 +11,7 @@ activations and workspaces that the first forward pass needs (ComfyUI keeps
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,12 @@ def current_readings() -> list[DeviceMemory]:
 
 
 def device_total(device: str) -> int | None:
-    """A device's total memory, without starting CUDA (None for a CUDA device this process has not used)."""
+    """A device's total memory, without starting CUDA (None when neither torch nor NVML can say).
+
+    Before this process has used CUDA, a CUDA device's total comes from NVML
+    (``nvidia-ml-py``), which creates no CUDA context; so a fraction budget
+    (``{"cuda:0": 0.8}``) already holds for the first load onto that device.
+    """
     if device == "cpu":
         import psutil
 
@@ -107,13 +113,24 @@ def device_total(device: str) -> int | None:
     if kind == "cuda":
         from nbmodels.core.devices import cuda_initialized
 
+        number = int(index or 0)
         if cuda_initialized():
             import torch
 
-            number = int(index or 0)
             if number < torch.cuda.device_count():
                 return int(torch.cuda.get_device_properties(number).total_memory)
+            return None
+        return nvml_total(number, os.environ.get("CUDA_VISIBLE_DEVICES"))
     return None
+
+
+@functools.lru_cache(maxsize=32)
+def nvml_total(number: int, visible: str | None) -> int | None:
+    """``cuda:number``'s total from NVML, read once per process (a device's size does not change)."""
+    from nbmodels.core import nvml
+
+    readings = nvml.read_gpus()
+    return nvml.total_of(number, readings, visible) if not readings.note else None
 
 
 def system_available() -> int:

@@ -19,7 +19,7 @@ import psutil
 
 from nbmodels.core.devices import cuda_initialized
 from nbmodels.core.memory import format_bytes
-from nbmodels.core.nvml import read_gpus
+from nbmodels.core.nvml import read_gpus, visible_index
 
 
 @dataclass(frozen=True)
@@ -57,21 +57,6 @@ def process_memory(pid: int) -> tuple[int | None, int | None]:
     except (psutil.Error, OSError, AttributeError):
         private = None
     return rss, private
-
-
-def visible_index(nvml_index: int, visible: str | None) -> int | None:
-    """The torch index (``cuda:N``) of NVML device ``nvml_index`` under ``CUDA_VISIBLE_DEVICES``.
-
-    None when the device is hidden. Entries that are not plain indices (UUIDs) make the
-    mapping unknown, and then the NVML index is kept.
-    """
-    if visible is None:
-        return nvml_index
-    entries = [entry.strip() for entry in visible.split(",") if entry.strip()]
-    if not all(entry.isdigit() for entry in entries):
-        return nvml_index
-    indices = [int(entry) for entry in entries]
-    return indices.index(nvml_index) if nvml_index in indices else None
 
 
 def process_device_memory(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+
+from nbmodels.core import ModelManager, nvml
 from nbmodels.core.memory import DeviceMemory
+from nbmodels.core.policy import placement
 from nbmodels.core.policy.placement import CUDA_RESERVE, choose_device, hugging_face_folder, native_kwargs, room_on
 
 GiB = 2**30
@@ -77,3 +82,33 @@ def test_a_hugging_face_folder_places_itself(tmp_path: Path) -> None:
     (folder / "modules.json").write_text("[]")  # sentence-transformers: not from_pretrained
     assert native_kwargs(text, "cuda:0", None, {}) == {}
     assert native_kwargs("demo:mlp", "cuda:0", None, {}) == {}
+
+
+def test_a_fraction_budget_on_a_gpu_holds_before_cuda_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the first CUDA load torch cannot say a device's size without starting CUDA; NVML can (recorded
+    readings of a two-GPU machine here), so ``{"cuda:0": 0.5}`` already limits that first load."""
+    recording = json.loads((Path(__file__).parents[2] / "machine" / "data" / "nvml-two-gpus.json").read_text())
+    for device in recording["records"]:
+        for process in (*device.get("compute", ()), *device.get("graphics", ())):
+            process["pid"] = 1
+    recording["records"][1]["memory"]["total"] //= 2  # two sizes, so that a wrong index shows
+    readings = nvml.devices_from_records(recording["records"])
+    totals = {d.index: d.total for d in readings.devices}
+    assert len(totals) == 2 and totals[0] != totals[1]
+    monkeypatch.setattr(nvml, "read_gpus", lambda: readings)
+    placement.nvml_total.cache_clear()
+    try:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        assert placement.device_total("cuda:0") == totals[0] and placement.device_total("cuda:1") == totals[1]
+        assert placement.device_total("cuda:2") is None
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # torch's cuda:0 is NVML's device 1
+        assert placement.device_total("cuda:0") == totals[1]
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+        mgr = ModelManager()
+        mgr.set_max_memory({"cuda:0": 0.5})
+        assert mgr._limits().bytes_by_device == {"cuda:0": totals[0] // 2}
+        monkeypatch.setattr(nvml, "read_gpus", lambda: nvml.GpuReadings((), "no GPU readings: no NVML here"))
+        placement.nvml_total.cache_clear()
+        assert placement.device_total("cuda:0") is None  # without NVML it constrains nothing, as before
+    finally:
+        placement.nvml_total.cache_clear()
