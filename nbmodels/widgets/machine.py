@@ -26,6 +26,7 @@ from nbmodels.widgets import render
 from nbmodels.widgets.tree import close_tree
 
 REFRESH_SECONDS = 10.0
+CHANGED_DELAY_S = 0.5  # after a change in this kernel, before the section reads the machine again
 COLUMNS = ("kernel", "pid", "notebook", "rss", "gpu", "models", "idle")
 
 CSS = """
@@ -129,6 +130,7 @@ class MachineSection:
         self._interval = interval
         self._refresher: threading.Thread | None = None
         self._paused: threading.Event | None = None  # set to end the running refresher (pause or close)
+        self._soon: threading.Timer | None = None  # a reading after a change here (see changed_here)
         self._freer = freer
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -187,8 +189,11 @@ class MachineSection:
         with self._lock:
             if self._paused is not None:
                 self._paused.set()
+            if self._soon is not None:
+                self._soon.cancel()
             self._paused = None
             self._refresher = None
+            self._soon = None
 
     # --- reading ------------------------------------------------------------------
 
@@ -259,6 +264,26 @@ class MachineSection:
                 self.refresh()
 
         self._in_background(job)
+
+    def changed_here(self, delay: float = CHANGED_DELAY_S) -> None:
+        """This kernel's models changed: read the machine again shortly, while it refreshes at all.
+
+        ``delay`` gives this kernel's state writer (a thread of its own, milliseconds)
+        time to write the change first; changes in a burst make one reading.
+        """
+        with self._lock:
+            if self._refresher is None or self.closed or self._soon is not None:
+                return
+            self._soon = threading.Timer(delay, self._read_soon)
+            self._soon.daemon = True
+            self._soon.start()
+
+    def _read_soon(self) -> None:
+        with self._lock:
+            self._soon = None
+            paused = self._refresher is None or self.closed
+        if not paused:
+            self.refresh()
 
     def refresh_line(self, row: KernelRow) -> None:
         with self._lock:

@@ -470,6 +470,7 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def _on_event(self, event: Event) -> None:
         """Manager events arrive on whichever thread made the change."""
+        self.machine.changed_here()  # this kernel's row there must not lag behind the table above
         if event.report is not None:
             with self._lock:
                 self._plans.update(force.plans_in(event.report))

@@ -203,11 +203,13 @@ def pending_cells(name: str, seconds: float | None = None) -> str:
 
 def held_cells(plan: ForcePlan | None, name: str, loaded_too: bool) -> str:
     """A released model that something still holds: who holds it and what force would remove."""
+    what = "released, still held"  # short: the name column is narrow; what exactly is held goes in the detail
     if plan is None:
-        what, detail = "released, still held", "press Check to see what holds it and what force would remove"
+        detail = "press Check to see what holds it and what force would remove"
     else:
-        what = "released, still held" if plan.what == "the model" else f"released, {plan.what} still held"
         held_by = ", ".join(plan.holders) or "a holder outside Python's view"
+        if not plan.what.startswith("the model"):  # a part of it (some of its storages): say how much
+            held_by = f"{held_by} ({plan.what} still alive)"
         if plan.can_force:
             detail = f"held by {held_by} · force would: {'; '.join(plan.actions)}"
         else:

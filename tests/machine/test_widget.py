@@ -8,7 +8,7 @@ import time
 import pytest
 
 from nbmodels.core.manager import ModelManager
-from nbmodels.machine import MachineView
+from nbmodels.machine import MachineView, scan
 from nbmodels.machine.errors import MachineError
 from nbmodels.widgets.machine import MachineSection
 from nbmodels.widgets.panel import ModelPanel
@@ -116,3 +116,51 @@ def test_a_panel_nobody_sees_stops_reading_the_machine_and_starts_again_when_sho
         assert len(refreshers()) == 1 and refreshers()[0] is not first
     finally:
         panel.close()
+
+
+def test_a_change_in_this_kernel_is_read_again_soon_once_per_burst(machine: Machine) -> None:
+    """The panel's own table and this kernel's row in the section must agree within a moment, not 10 s."""
+    readings: list[float] = []
+
+    def counting() -> MachineView:
+        readings.append(time.monotonic())
+        return scan()
+
+    section = MachineSection(scanner=counting, interval=60, start=False)
+    try:
+        section.changed_here(delay=0.05)  # not started (the panel not shown): nothing is read
+        time.sleep(0.3)
+        assert readings == []
+        section.start()
+        deadline = time.monotonic() + 30
+        while not readings:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        for _ in range(5):  # a load's events: started, evicted, finished...
+            section.changed_here(delay=0.2)
+        while len(readings) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.5)
+        assert len(readings) == 2  # one more reading for the burst; the next one is 60 s away
+        section.pause()
+        section.changed_here(delay=0.05)
+        time.sleep(0.3)
+        assert len(readings) == 2
+    finally:
+        section.close()
+
+
+def test_the_panel_asks_its_section_to_read_again_when_the_manager_changes(machine: Machine) -> None:
+    manager = ModelManager()
+    panel = ModelPanel(manager, cuda_devices=0, refresh_interval=0)
+    asked: list[float] = []
+    panel.machine.changed_here = lambda delay=0.5: asked.append(delay)  # type: ignore[method-assign]
+    try:
+        panel.set_state({"_view_count": 1})
+        manager.load("m", "demo:mlp", hidden=8)
+        manager.unload("m")
+        assert len(asked) >= 3  # load started, load finished, unloaded
+    finally:
+        panel.close()
+        manager.cleanup()
