@@ -220,6 +220,9 @@ def test_the_panel_in_a_real_front_end(lab: Lab, page: Page, tmp_path: Path) -> 
     assert 120 <= float(match.group(1)) <= 140, size
     expect(status).to_contain_text("loaded mlp: Sequential on cpu")
     expect(panel.locator(".nbmodels-load")).to_be_enabled()
+    # This kernel's row in "This machine" follows within a moment (not at the next 10 s reading).
+    expect(panel.locator(".nbmodels-machine")).to_contain_text(re.compile(r"mlp \d"))
+    expect(panel.locator(".nbmodels-machine")).not_to_contain_text("(loading)")
 
     # Options that clash with the form, then a name that is loaded: one clear line each, never "loading…".
     panel.locator(".nbmodels-name input").fill("other")
@@ -245,6 +248,7 @@ def test_the_panel_in_a_real_front_end(lab: Lab, page: Page, tmp_path: Path) -> 
     expect(held).to_be_visible()
     expect(held).to_contain_text("held by model · force would: del model")
     expect(status).to_contain_text("Force free runs it")
+    expect(panel.locator(".nbmodels-machine")).to_contain_text("mlp (released, still in use)")
     if lab.front_end == "lab":
         shot = tmp_path / "nbmodels-panel.png"
         panel.screenshot(path=str(shot))
