@@ -17,7 +17,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 QUICK_ENV = "NBMODELS_BENCH_QUICK"
 
@@ -70,3 +70,14 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
     ordered = sorted(samples)
     rank = max(1, math.ceil(fraction * len(ordered)))
     return ordered[rank - 1]
+
+
+def cell_runner(ip: Any) -> Callable[..., None]:
+    """``cell(code, fails=False)``: run ``code`` as a notebook cell in ``ip``; raise if it did not do as expected."""
+
+    def cell(code: str, *, fails: bool = False) -> None:
+        result = ip.run_cell(code, store_history=True, silent=False)
+        if (result.error_in_exec is not None) != fails:
+            raise RuntimeError(f"cell {code!r} {'did not fail' if fails else 'failed'}: {result.error_in_exec}")
+
+    return cell

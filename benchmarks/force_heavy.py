@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Figure, pick
+from benchmarks.common import Figure, cell_runner, pick
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "NBMODELS-BENCH "
@@ -60,10 +60,7 @@ def _child(size_mb: str, rounds: str) -> None:
 
     ip = InteractiveShell.instance()
 
-    def cell(code: str, *, fails: bool = False) -> None:
-        result = ip.run_cell(code, store_history=True, silent=False)
-        if (result.error_in_exec is not None) != fails:
-            raise RuntimeError(f"cell {code!r} {'did not fail' if fails else 'failed'}: {result.error_in_exec}")
+    cell = cell_runner(ip)
 
     ip.run_line_magic("load_ext", "nbmodels")
     cell("import torch, nbmodels\nmgr = nbmodels.get_manager()")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Figure, pick
+from benchmarks.common import Figure, cell_runner, pick
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "NBMODELS-BENCH "
@@ -90,10 +90,7 @@ def _child(scenario_index: int | str, method: str, size_mb: float | str) -> None
     size_mb = float(size_mb)
     ip = InteractiveShell.instance()
 
-    def cell(code: str, *, fails: bool = False) -> None:
-        result = ip.run_cell(code, store_history=True, silent=False)
-        if (result.error_in_exec is not None) != fails:
-            raise RuntimeError(f"cell {code!r} {'did not fail' if fails else 'failed'}: {result.error_in_exec}")
+    cell = cell_runner(ip)
 
     ip.run_line_magic("load_ext", "nbmodels")
     cell("import gc, sys, torch, ipywidgets, nbmodels\nmgr = nbmodels.get_manager()")

@@ -27,13 +27,11 @@ X = torch.linspace(-1, 1, 2 * 64).reshape(2, 64)
 
 
 @pytest.fixture
-def manager() -> Iterator[ModelManager]:
-    mgr = ModelManager()
-    try:
-        yield mgr
-    finally:
-        mgr.cleanup()
-        assert worker_children() == [], "a worker outlived its test"
+def manager(manager: ModelManager) -> Iterator[ModelManager]:
+    """The core's manager fixture (cleaned up afterwards), and no worker may outlive the test."""
+    yield manager
+    manager.cleanup()
+    assert worker_children() == [], "a worker outlived its test"
 
 
 def test_an_isolated_model_computes_what_the_kernel_would_and_says_where_it_runs(manager: ModelManager) -> None:
