@@ -24,13 +24,13 @@ from typing import Any
 
 from nbmodels.core import isolation, memory
 from nbmodels.core.holders.records import Action, Blocker, RemovalPlan
-from nbmodels.core.holders.sites import Boundary, Site
+from nbmodels.core.holders.sites import Boundary, Gap, Site
 from nbmodels.core.holders.watch import Watch
 from nbmodels.core.reports import ReleaseReport, StillAlive
 
 log = logging.getLogger("nbmodels")
 
-Places = Callable[[], list[Site | Boundary]]
+Places = Callable[[], list[Site | Boundary | Gap]]
 FixCommand = Callable[[str, Sequence[str]], str]
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from nbmodels.core.entries import Entry, Pending, Registration, check_name
-from nbmodels.core.holders.sites import Boundary, HolderFinder, Site, default_sites
+from nbmodels.core.holders.sites import Boundary, Gap, HolderFinder, Site, default_sites
 from nbmodels.core.holders.watch import Watch
 from nbmodels.core.policy import budget as budgets
 from nbmodels.core.release import Released, Request, dry_run, release
@@ -81,17 +81,20 @@ class ManagerState:
         """
         return self._add_to(self._holder_finders, finder)
 
-    def _places(self) -> list[Site | Boundary]:
+    def _places(self) -> list[Site | Boundary | Gap]:
         """Where the holder search starts (and what it never enters), as of now."""
-        places: list[Site | Boundary] = [*default_sites(), Boundary(self)]
+        places: list[Site | Boundary | Gap] = [*default_sites(), Boundary(self)]
         with self._lock:
             finders = list(self._holder_finders)
         for finder in finders:
             try:
                 places.extend(finder())
-            except Exception:
+            except Exception as exc:
                 # the text of the traceback, not the traceback: its frames would keep the search's locals alive
                 log.error("a holder finder failed; the search goes on without it\n%s", traceback.format_exc())
+                reason = f"a holder finder failed ({type(exc).__name__}: {exc}), so some places were not searched"
+                places.append(Gap(reason))
+                del exc
         return places
 
     def _loaded_models(self) -> list[tuple[str, Any]]:

@@ -276,19 +276,26 @@ def test_a_finder_is_asked_only_when_a_model_survived(manager: ModelManager) -> 
     finder.ns.clear()
 
 
-def test_a_failing_finder_is_logged_and_the_search_goes_on(
+def test_a_failing_finder_is_logged_and_force_refuses_saying_why(
     manager: ModelManager, ns: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A finder that fails leaves places unsearched: cutting only what was found could free nothing."""
+
     def broken() -> list[Site]:
         raise RuntimeError("finder bug")
 
     undo = manager.add_holder_finder(broken)
     try:
         ns["model"] = manager.load("m", "demo:mlp", hidden=16)
-        assert manager.unload("m", force=True).ok
+        report = manager.unload("m", force=True)
         assert "a holder finder failed" in caplog.text and "finder bug" in caplog.text
+        assert not report.ok and "model" in ns, "force ran a plan from an incomplete search"
+        text = "\n".join(report.lines(detail=True))
+        assert "force will not run: a holder finder failed (RuntimeError: finder bug)" in text, text
+        assert [action.holder for action in report.still_alive[0].plan.actions] == ["model"]
     finally:
         undo()
+    assert manager.unload("m", force=True).ok and "model" not in ns
 
 
 def test_reports_hold_no_model_and_show_holders_as_text_and_html(manager: ModelManager, ns: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ and ``gc.get_referrers`` scans only for references nothing explains.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -20,7 +21,7 @@ from nbmodels.core.holders.parts import Parts
 from nbmodels.core.holders.plan import Cut, Planner, RawBlocker, parts_below
 from nbmodels.core.holders.records import Action, Blocker, HolderKind, RemovalPlan
 from nbmodels.core.holders.render import Paths, is_python, key_text, literal, summary
-from nbmodels.core.holders.sites import Boundary, Site
+from nbmodels.core.holders.sites import Boundary, Gap, Site
 from nbmodels.core.holders.watch import Watch, storage_key
 
 OWNER = 3  # a node whose references are ours (the manager's entry during a dry run)
@@ -36,7 +37,7 @@ class Found(NamedTuple):
 
 def search(
     watches: Sequence[Watch],
-    places: Iterable[Site | Boundary],
+    places: Iterable[Site | Boundary | Gap],
     *,
     loaded: Sequence[tuple[str, Any]] = (),
     owners: Iterable[Any] = (),
@@ -53,13 +54,17 @@ def search(
     gc pass (they are often cycles a traceback printer left behind) and search again.
     """
     started = time.perf_counter()
+    places = list(places)
     sites = [place for place in places if isinstance(place, Site)]
     boundaries = [place.obj for place in places if isinstance(place, Boundary)]
     boundaries += [model for _, model in loaded]
     parts = Parts(watches)
     graph = Graph(_dedupe(sites), parts, boundaries=boundaries)
+    gaps = [place.reason for place in places if isinstance(place, Gap)]
     try:
         plans, unexplained = _search(watches, graph, parts, loaded, list(owners), trace)
+        if gaps:
+            plans = [replace(plan, truncated=plan.truncated or gaps[0]) for plan in plans]
     finally:
         graph.close()
         parts.close()

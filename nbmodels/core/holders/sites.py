@@ -104,6 +104,12 @@ class Boundary(NamedTuple):
     obj: Any
 
 
+class Gap(NamedTuple):
+    """A place the search could not look (a holder finder failed): force refuses, and the report says why."""
+
+    reason: str
+
+
 HolderFinder = Callable[[], Iterable[Site | Boundary]]
 """Names more sites (and boundaries) for a search; called only when a released model survived.
 
@@ -191,6 +197,7 @@ def _remove_builtins_underscore(site: Site, key: Any, value: Any) -> None:
 __all__ = [
     "LAST_EXCEPTION",
     "Boundary",
+    "Gap",
     "HolderFinder",
     "RemoveFn",
     "Site",
