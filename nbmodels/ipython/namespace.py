@@ -81,6 +81,7 @@ class IPythonHolders:
                 special={key: (key, "output") for key in outputs},
                 unit_keys=outputs,
                 skip=own | {"__builtins__"},
+                keep=dict.fromkeys(names_in_use(user_ns), _IN_USE),
             ),
             Site(
                 hidden,
@@ -187,6 +188,40 @@ class IPythonHolders:
                 },
             )
         ]
+
+
+_IN_USE = "the cell running now uses this name; its memory comes back once the cell lets go of it"
+
+
+def names_in_use(user_ns: dict[str, Any]) -> set[str]:
+    """The notebook names that code running now reads or writes (a cell, and functions it calls).
+
+    Force called from inside a cell (a cleanup in a training loop) must not
+    delete ``net`` or ``opt`` under the loop's feet: the next line would fail.
+    Only frames whose globals are the notebook's namespace count; nbmodels' own
+    and the libraries' frames are not the user's code.
+    """
+    used: set[str] = set()
+    tops = list(sys._current_frames().values())
+    try:
+        for top in tops:
+            frame: Any = top
+            while frame is not None:
+                if frame.f_globals is user_ns:
+                    used |= _names_of(frame.f_code)
+                frame = frame.f_back
+    finally:
+        del tops, top, frame  # a frame kept in a local makes a cycle that keeps every caller alive
+    return used
+
+
+def _names_of(code: Any) -> set[str]:
+    """Global and local names a code object and the functions and classes defined in it use."""
+    names = set(code.co_names) | set(code.co_varnames)
+    for const in code.co_consts:
+        if type(const) is type(code):
+            names |= _names_of(const)
+    return names
 
 
 _DISPATCHERS = {

@@ -88,7 +88,8 @@ def test_force_from_inside_a_running_cell_keeps_the_names_that_cell_uses(tmp_pat
             "    loss.backward(); opt.step(); opt.zero_grad()\n"
             "    if step == 0:\n"
             "        report = get_ipython().run_line_magic('model_cleanup', '--force --quiet')\n"
-            "print(json.dumps({'names': [n in dir() for n in ('net', 'opt', 'loss')], 'loaded': len(nbmodels.get_manager())}))"
+            "names = [n in globals() for n in ('net', 'opt', 'loss')]\n"
+            "print(json.dumps({'names': names, 'loaded': len(nbmodels.get_manager())}))"
         )
         outcome: dict[str, Any] = json.loads(k.run(cell).splitlines()[-1])
         assert outcome == {"names": [True, True, True], "loaded": 0}

@@ -93,8 +93,9 @@ class Planner:
         if edge.parent < 0:
             root = graph.roots[~edge.parent]
             site = graph.sites[root.site]
-            if site.remove is None:
-                reason = site.reason or "it is not a place force may change"
+            kept = site.keep.get(root.key) if site.keep is not None else None
+            if site.remove is None or kept is not None:
+                reason = kept or site.reason or "it is not a place force may change"
                 self.blockers.append(RawBlocker(part, root.label, site.kind, reason))
             else:
                 self._add(Cut(edge, node, part, node != part and not site.is_unit(root.key), chain))

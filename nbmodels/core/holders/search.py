@@ -10,8 +10,8 @@ and ``gc.get_referrers`` scans only for references nothing explains.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 from nbmodels.core.holders.census import Stray, references_we_hold, trace_back, unexplained
