@@ -324,3 +324,34 @@ def test_an_optimizer_and_an_output_with_history_together_are_both_removed(
     (alive,) = manager.unload("m").still_alive
     assert {h.kind for h in alive.holders} == {"variable", "autograd"} and alive.fix
     assert manager.unload("m", force=True).ok and weight() is None and ns == {}
+
+
+def test_a_million_items_of_plain_data_beside_the_model_cost_nothing_and_stay(
+    manager: ModelManager, ns: dict[str, Any]
+) -> None:
+    """Data defined before the holder once made the search stop, blame C code and free nothing."""
+    ns["data"] = [(i, str(i)) for i in range(1_000_000)]
+    ns["rows"] = [[i, str(i)] for i in range(200_000)]  # lists are always tracked by gc: still not read
+    ns["keep"] = {"m": manager.load("m", "demo:mlp", hidden=16), "other": 1}
+    data, rows = ns["data"], ns["rows"]
+    weights = weakref.ref(next(ns["keep"]["m"].parameters()))
+    plain = manager.unload("m")
+    (survivor,) = plain.still_alive
+    assert [a.text() for a in survivor.plan.actions] == ["del keep['m']"] and not survivor.plan.truncated
+    assert not survivor.plan.blockers
+    report = manager.unload("m", force=True)
+    assert report.ok and weights() is None
+    assert ns["keep"] == {"other": 1} and ns["data"] is data and len(data) == 1_000_000 and ns["rows"] is rows
+
+
+def test_a_model_inside_a_big_list_is_found_by_its_one_reference(manager: ModelManager, ns: dict[str, Any]) -> None:
+    """The walk leaves big containers unread; reference counts lead the search into the one that holds it."""
+    ns["data"] = [(i, str(i)) for i in range(100_000)]
+    ns["data"].append(manager.load("m", "demo:mlp", hidden=16))
+    ns["data"].append((7, "seven"))
+    weights = weakref.ref(next(ns["data"][100_000].parameters()))
+    plain = manager.unload("m")
+    (survivor,) = plain.still_alive
+    assert [a.text() for a in survivor.plan.actions] == ["data[100000] = None"], survivor.plan.actions
+    assert manager.unload("m", force=True).ok and weights() is None
+    assert len(ns["data"]) == 100_002 and ns["data"][100_000] is None and ns["data"][-1] == (7, "seven")

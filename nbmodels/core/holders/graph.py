@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import gc
 import sys
 import time
 import types
@@ -78,6 +79,9 @@ USER, PART, INTERNAL = 0, 1, 2
 MAX_NODES = 300_000
 MAX_ITEMS = 3_000_000
 TIME_LIMIT = 2.0
+BIG = 10_000  # a container with more entries is not read by the walk: it is searched only if it is a holder
+_CHECK_EVERY = 4_096  # the walk's limits are checked inside containers too, this often
+_CONTAINERS = (list, tuple, dict, set, frozenset, collections.deque)
 
 
 class Root(NamedTuple):
@@ -145,6 +149,7 @@ class Graph:
         self.roots: list[Root] = []
         self.extras: list[Any] = []  # objects the census scans (frames, cells): kept alive while we count
         self.truncated = ""
+        self.deferred: set[int] = set()  # big containers the walk did not read (nodes)
         self._site_ids = {id(site.container) for site in self.sites}
         self._site_ids |= {id(site.holder_object()) for site in self.sites}
         self._boundaries = {id(obj) for obj in boundaries}
@@ -189,7 +194,7 @@ class Graph:
 
     def walk(self) -> None:
         """Breadth first from every site entry; parts are reached, never entered."""
-        max_nodes, max_items, time_limit = self._limits
+        time_limit = self._limits[2]
         deadline = time.perf_counter() + time_limit
         queue: collections.deque[int] = collections.deque()
         for index, site in enumerate(self.sites):
@@ -202,15 +207,57 @@ class Graph:
         items = 0
         while queue:
             node = queue.popleft()
-            for op, key, child, scan in children(self.objs[node], self):
+            obj = self.objs[node]
+            if issubclass(type(obj), _CONTAINERS) and len(obj) > BIG:
+                # a user's data (a million-item list) is not read: it is searched only when reference counts
+                # show that something unseen holds the model, and then only for the one reference (expand())
+                self.deferred.add(node)
+                continue
+            sealed = self.sealed[node] or issubclass(type(obj), _sealed_types())
+            for op, key, child, scan in children(obj, self):
                 items += 1
-                if type(child) in ATOMS:
+                if items % _CHECK_EVERY == 0 and self._over(items, deadline):
+                    return
+                # an object the garbage collector does not track (an int, a str, a tuple or dict of such) holds
+                # nothing that could lead to a model: skipping it is what keeps plain data free
+                if type(child) in ATOMS or not gc.is_tracked(child):
                     continue
-                sealed = self.sealed[node] or issubclass(type(self.objs[node]), _sealed_types())
                 self._reach(child, Edge(node, op, key, scan), queue, sealed=sealed, state=USER)
-            if len(self.objs) > max_nodes or items > max_items or time.perf_counter() > deadline:
-                self.truncated = f"the search stopped after {len(self.objs):,} objects"
+            del obj
+            if self._over(items, deadline):
                 return
+
+    def _over(self, items: int, deadline: float) -> bool:
+        """True (and the graph says why) when the walk passed one of its limits."""
+        max_nodes, max_items, _ = self._limits
+        if len(self.objs) > max_nodes:
+            why = f"it had reached {len(self.objs):,} objects"
+        elif items > max_items:
+            why = f"it had read {items:,} references"
+        elif time.perf_counter() > deadline:
+            why = f"it had run for {self._limits[2]:.1f} s"
+        else:
+            return False
+        self.truncated = f"the search stopped: {why} without reaching every holder"
+        return True
+
+    def expand(self, chain: list[Any]) -> None:
+        """Record a path the walk did not read: ``chain[0]`` is a node (a big container), the last a node too.
+
+        The census found it by reference counts; adding its edges lets the plan
+        cut the one reference into the model and leave the rest of the data as it was.
+        """
+        parent = self.node_of[id(chain[0])]
+        for child in chain[1:]:
+            found = [(op, key, scan) for op, key, _, scan in _edges_to(self.objs[parent], child, self)]
+            node = self.node_of.get(id(child))
+            if node is None:
+                part = self.parts.of(child)
+                node = self._new(child, PART if part else USER, part, self.sealed[parent])
+                self.tree[node] = Edge(parent, *found[0]) if found else None
+            for op, key, scan in found:
+                self.incoming[node].append(Edge(parent, op, key, scan))
+            parent = node
 
     def _reach(self, child: Any, edge: Edge, queue: collections.deque[int], *, sealed: bool, state: int) -> None:
         node = self.node_of.get(id(child))
@@ -361,6 +408,22 @@ def children(obj: Any, graph: Graph) -> Iterator[tuple[str, Any, Any, int]]:
             import gc
 
             yield from (("opaque", type(obj).__qualname__, ref, graph._extra(obj)) for ref in gc.get_referents(obj))
+
+
+def _edges_to(parent: Any, child: Any, graph: Graph) -> Iterator[tuple[str, Any, Any, int]]:
+    """The references ``parent`` holds to ``child`` (by identity), found without reading every entry in Python."""
+    kind = type(parent)
+    if issubclass(kind, dict):
+        yield from (("item", key, child, -1) for key in [k for k, v in list(parent.items()) if v is child])
+        if any(key is child for key in list(parent)):
+            yield ("dictkey", child, child, -1)
+    elif issubclass(kind, list | collections.deque | tuple):
+        yield from (("index", i, child, -1) for i in [i for i, v in enumerate(list(parent)) if v is child])
+    elif issubclass(kind, set | frozenset):
+        if child in parent and any(v is child for v in list(parent)):
+            yield ("member", None, child, -1)
+    else:
+        yield from (edge for edge in children(parent, graph) if edge[2] is child)
 
 
 def _dict_children(obj: dict[Any, Any]) -> Iterator[tuple[str, Any, Any, int]]:

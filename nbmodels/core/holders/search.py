@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
+from nbmodels.core.holders.census import DEPTH as _DEPTH
 from nbmodels.core.holders.census import Stray, references_we_hold, trace_back, unexplained
 from nbmodels.core.holders.execute import Op
 from nbmodels.core.holders.graph import INTERNAL, PART, Edge, Graph
@@ -103,19 +104,35 @@ def _search(
         graph.close_over_parts(found)
         del found
         extra += _storage_outside(graph, parts)
+    planner, heavy, leftover = _plan(graph, parts)
+    strays: list[Stray] = []
+    if leftover and (trace or graph.deferred):
+        # without trace, only a short look into the big containers the walk left unread (one or two heap passes)
+        strays, expansions = trace_back(graph, leftover, parts.held(), depth=_DEPTH if trace else 2)
+        if expansions:
+            for path in expansions:
+                graph.expand(path)
+            del expansions, path
+            planner, heavy, leftover = _plan(graph, parts)
+            strays = trace_back(graph, leftover, parts.held())[0] if leftover and trace else []
+        elif not trace:
+            strays = []
+    for stray in strays:
+        for part in heavy.get(stray.node, set()) | planner.through.get(stray.node, set()):
+            extra.append(RawBlocker(part, stray.holder, stray.kind, stray.reason))
+    return _render(watches, graph, planner, extra), bool(leftover)
+
+
+def _plan(graph: Graph, parts: Parts) -> tuple[Planner, dict[int, set[int]], dict[int, int]]:
+    """The cuts, the parts below each node, and the nodes with references nothing recorded explains."""
     planner = Planner(graph)
     planner.run()
     heavy = parts_below(graph, range(len(graph.objs)))
     accounted = [n for n, below in heavy.items() if below and graph.state[n] in (PART, INTERNAL)]
     accounted += list(planner.through)
     held = parts.held()
-    ours = references_we_hold(graph, held)
-    leftover = unexplained(graph, sorted(set(accounted)), ours)
-    strays: list[Stray] = trace_back(graph, leftover, held) if leftover and trace else []
-    for stray in strays:
-        for part in heavy.get(stray.node, set()) | planner.through.get(stray.node, set()):
-            extra.append(RawBlocker(part, stray.holder, stray.kind, stray.reason))
-    return _render(watches, graph, planner, extra), bool(leftover)
+    leftover = unexplained(graph, sorted(set(accounted)), references_we_hold(graph, held))
+    return planner, heavy, leftover
 
 
 def _add_owner(graph: Graph, owner: Any) -> None:
