@@ -122,8 +122,23 @@ class ManagerState:
         request: Request,
         survivors: list[Watch] | None = None,
     ) -> ReleaseReport:
-        """Release ``taken`` (see :mod:`nbmodels.core.release`) and remember what stayed alive."""
+        """Release ``taken`` (see :mod:`nbmodels.core.release`) and remember what stayed alive.
+
+        Every model is recorded as a survivor before the slow part (the search,
+        force) and dropped from the record only once it is known dead: an
+        interrupt anywhere in between leaves it findable by a later ``--force``.
+        """
+        recorded: list[Watch] = list(survivors or [])
         with self._release_lock:
+            with self._lock:
+                for watch in recorded:
+                    self._survivors.setdefault(watch.name, []).append(watch)
+
+            def record(watch: Watch) -> None:
+                with self._lock:
+                    recorded.append(watch)
+                    self._survivors.setdefault(watch.name, []).append(watch)
+
             report, alive = release(
                 taken,
                 survivors or [],
@@ -132,11 +147,16 @@ class ManagerState:
                 loaded=self._loaded_models,
                 fix=self._fix_command,
                 pending=pending,
+                record=record,
             )
-            if alive:
-                with self._lock:
-                    for watch in alive:
-                        self._survivors.setdefault(watch.name, []).append(watch)
+            with self._lock:
+                keep = {id(watch) for watch in alive}
+                for watch in recorded:
+                    if id(watch) not in keep:
+                        watches = self._survivors.get(watch.name, [])
+                        remove_identical(watches, watch)
+                        if not watches:
+                            self._survivors.pop(watch.name, None)
         return report
 
     def _dry_run(self, names: list[str], request: Request) -> ReleaseReport:

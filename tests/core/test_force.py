@@ -355,3 +355,90 @@ def test_a_model_inside_a_big_list_is_found_by_its_one_reference(manager: ModelM
     assert [a.text() for a in survivor.plan.actions] == ["data[100000] = None"], survivor.plan.actions
     assert manager.unload("m", force=True).ok and weights() is None
     assert len(ns["data"]) == 100_002 and ns["data"][100_000] is None and ns["data"][-1] == (7, "seven")
+
+
+def test_an_interrupt_during_a_release_leaves_the_model_findable(manager: ModelManager, ns: dict[str, Any]) -> None:
+    """Ctrl+C in the slow part once made the manager forget a live model: neither loaded nor a survivor."""
+
+    def interrupted() -> list[Site]:
+        raise KeyboardInterrupt
+
+    ns["model"] = manager.load("m", "demo:mlp", hidden=16)
+    ns["cache"] = {"m": ns["model"]}
+    weights = weakref.ref(next(ns["model"].parameters()))
+    undo = manager.add_holder_finder(interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        manager.unload("m", force=True)
+    undo()
+    assert "m" not in manager and manager.survivors() == ["m"]
+    assert manager.unload("m", force=True).ok and weights() is None and manager.survivors() == []
+
+
+def test_an_entry_keyed_by_a_weight_keeps_the_users_value_unless_named(
+    manager: ModelManager, ns: dict[str, Any]
+) -> None:
+    """``notes = {weight: [...]}``: the entry goes only when the user names ``notes``; its value goes with it."""
+    ns["model"] = manager.load("m", "demo:mlp", hidden=16)
+    ns["notes"] = {ns["model"][0].weight: ["hand-checked", 3, "May"], "other": 1}
+    del ns["model"]
+    weights = weakref.ref(ns["notes"].__iter__().__next__())
+    report = manager.unload("m", force=True)
+    assert not report.ok and len(ns["notes"]) == 2, "the user's list went without being named"
+    (action,) = report.still_alive[0].plan.actions
+    assert action.holder == "notes" and "the list ['hand-checked', 3, 'May']" in action.takes
+    assert manager.unload("m", force=True, allow=["notes"]).ok and ns["notes"] == {"other": 1}
+    assert weights() is None
+
+
+class Locked(dict[str, Any]):
+    """A dict whose entries cannot be deleted."""
+
+    def __delitem__(self, key: str) -> None:
+        raise type(self.error)(*self.error.args)  # a fresh one: a test parameter would keep its traceback
+
+
+class Sticky:
+    """An object whose ``__setattr__`` ignores None: setting an attribute to None changes nothing."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if value is not None:
+            object.__setattr__(self, name, value)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("locked"), KeyboardInterrupt()])
+def test_force_is_all_or_nothing_when_a_removal_fails(
+    manager: ModelManager, ns: dict[str, Any], error: BaseException
+) -> None:
+    """``del cache['m']`` once ran and stayed done while the next removal failed: the cache lost it in vain."""
+    ns["model"] = manager.load("m", "demo:mlp", hidden=16)
+    ns["cache"] = {"a": 1, "m": ns["model"], "z": 2}
+    ns["locked"] = Locked(m=ns["model"])
+    ns["locked"].error = error
+    del ns["model"]
+    if isinstance(error, KeyboardInterrupt):
+        interrupted = False
+        try:
+            manager.unload("m", force=True)
+        except KeyboardInterrupt:  # its traceback (the frames that held the plan) goes with this block
+            interrupted = True
+        assert interrupted
+        report = manager.unload("m")  # the model is still findable after the interrupt
+    else:
+        report = manager.unload("m", force=True)
+        assert "force changed nothing: RuntimeError: locked" in report.errors["m"]
+    assert list(ns["cache"]) == ["a", "m", "z"], "what force removed was not put back as it was"
+    assert not report.removed and report.still_alive
+    ns["locked"].error = None
+    del ns["locked"]
+    assert manager.unload("m", force=True).ok and ns["cache"] == {"a": 1, "z": 2}
+
+
+def test_a_removal_that_changes_nothing_is_not_counted(manager: ModelManager, ns: dict[str, Any]) -> None:
+    ns["model"] = manager.load("m", "demo:mlp", hidden=16)
+    ns["cache"] = {"m": ns["model"]}
+    ns["holder"] = Sticky()
+    ns["holder"].model = ns["model"]
+    del ns["model"]
+    report = manager.unload("m", force=True)
+    assert not report.removed and "ran but the reference is still there" in report.errors["m"]
+    assert ns["cache"] == {"m": ns["holder"].model}

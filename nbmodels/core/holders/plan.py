@@ -52,7 +52,7 @@ class Planner:
         self.cuts: dict[tuple[Any, ...], Cut] = {}
         self.blockers: list[RawBlocker] = []
         self.through: dict[int, set[int]] = {}  # objects cuts go around -> the parts they free
-        self._active: set[int] = set()
+        self._visited: set[tuple[int, int]] = set()  # (object gone around, part): followed once per part
         self._module_dicts = {id(vars(m)) for m in list(sys.modules.values()) if hasattr(m, "__dict__")}
         self._users = self._reached_by_the_user()
 
@@ -104,20 +104,26 @@ class Planner:
         if graph.state[parent] != USER:
             return  # the model's own structure, or its owner: not a holder
         if self._cuttable(parent, edge):
-            self._add(Cut(edge, node, part, node != part, chain))
+            self._add(Cut(edge, node, part, node != part or self._takes_a_value(parent, edge), chain))
             return
-        if parent in self._active:
-            return
-        self._active.add(parent)
+        if (parent, part) in self._visited:
+            return  # every way out of this object was followed once already: one holder, however many paths
+        self._visited.add((parent, part))
         self.through.setdefault(parent, set()).add(part)
         for outer in list(graph.incoming[parent]):
             self._resolve(outer, parent, part, (edge, *chain))
-        self._active.discard(parent)
 
     def _add(self, cut: Cut) -> None:
         edge = cut.edge
         key = (edge.parent, edge.op, edge.key if type(edge.key) in ATOMS else id(edge.key), cut.node, cut.part)
         self.cuts.setdefault(key, cut)
+
+    def _takes_a_value(self, parent: int, edge: Edge) -> bool:
+        """True when cutting a dict entry keyed by a part would also remove the user's value under it."""
+        if edge.op != "dictkey":
+            return False
+        value = entry_value(self.graph.objs[parent], edge.key)
+        return value is not None and self.graph.parts.of(value) is None
 
     def _cuttable(self, parent: int, edge: Edge) -> bool:
         """True when force can remove this one reference and leave its holder as it was otherwise."""
@@ -146,6 +152,11 @@ class Planner:
         for cut in self.cuts.values():
             found.setdefault(cut.part, []).append(cut)
         return found
+
+
+def entry_value(mapping: Any, key: Any) -> Any:
+    """The value under ``key`` found by identity (a tensor key's ``==`` compares elements)."""
+    return next((v for k, v in list(mapping.items()) if k is key), None)
 
 
 def _settable(obj: Any) -> bool:
@@ -188,4 +199,4 @@ def parts_below(graph: Graph, nodes: Iterable[int]) -> dict[int, set[int]]:
     return {node: parts for node, parts in below.items() if node in wanted}
 
 
-__all__ = ["Cut", "Planner", "RawBlocker", "parts_below"]
+__all__ = ["Cut", "Planner", "RawBlocker", "entry_value", "parts_below"]

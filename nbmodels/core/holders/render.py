@@ -204,6 +204,14 @@ def summary(obj: Any) -> str:
     return f"a {kind.__qualname__} object and everything else it holds"
 
 
+def summary_of_value(value: Any) -> str:
+    """A user's value in a few words: ``the list ['hand-checked', 3, 'May']``, ``3``, ``a Note object``."""
+    if issubclass(type(value), tuple | list | set | frozenset):
+        return summary(value)
+    short = _short(value)
+    return short if not short.startswith("<") else f"a {type(value).__qualname__} object"
+
+
 def _short(value: Any) -> str:
     """An atom as its repr (cut short), anything else as ``<TypeName>``."""
     if type(value) in (int, float, bool, type(None)) or (type(value) in (str, bytes) and len(value) <= 24):

@@ -19,9 +19,9 @@ from nbmodels.core.holders.census import Stray, references_we_hold, trace_back, 
 from nbmodels.core.holders.execute import Op
 from nbmodels.core.holders.graph import INTERNAL, PART, Edge, Graph
 from nbmodels.core.holders.parts import Parts
-from nbmodels.core.holders.plan import Cut, Planner, RawBlocker, parts_below
+from nbmodels.core.holders.plan import Cut, Planner, RawBlocker, entry_value, parts_below
 from nbmodels.core.holders.records import Action, Blocker, HolderKind, RemovalPlan
-from nbmodels.core.holders.render import Paths, is_python, key_text, literal, summary
+from nbmodels.core.holders.render import Paths, is_python, key_text, literal, summary, summary_of_value
 from nbmodels.core.holders.sites import Boundary, Gap, Site
 from nbmodels.core.holders.watch import Watch, storage_key
 
@@ -314,6 +314,9 @@ def _action(graph: Graph, paths: Paths, names: dict[int, str], cut: Cut, holds: 
     words, python, note = paths.through(edge)
     holder = python or words
     takes = summary(value) if cut.wide else ""
+    if cut.wide and edge.op == "dictkey" and edge.parent >= 0:
+        holder = paths.of(edge.parent)[1] or paths.of(edge.parent)[0]
+        takes = f"the value stored under it ({summary_of_value(entry_value(graph.objs[edge.parent], edge.key))})"
     path = ""
     if cut.chain:
         path = words + "".join(paths.step(link)[0] for link in cut.chain) + note
