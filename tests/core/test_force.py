@@ -390,11 +390,17 @@ def test_an_entry_keyed_by_a_weight_keeps_the_users_value_unless_named(
     assert weights() is None
 
 
-class Locked(dict[str, Any]):
-    """A dict whose entries cannot be deleted."""
+class Locked:
+    """An object whose attributes cannot be cleared once set."""
 
-    def __delitem__(self, key: str) -> None:
-        raise type(self.error)(*self.error.args)  # a fresh one: a test parameter would keep its traceback
+    def __init__(self, model: Any, error: BaseException) -> None:
+        object.__setattr__(self, "m", model)
+        object.__setattr__(self, "error", error)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.error is not None:
+            raise type(self.error)(*self.error.args)  # a fresh one: a test parameter would keep its traceback
+        object.__setattr__(self, name, value)
 
 
 class Sticky:
@@ -412,8 +418,7 @@ def test_force_is_all_or_nothing_when_a_removal_fails(
     """``del cache['m']`` once ran and stayed done while the next removal failed: the cache lost it in vain."""
     ns["model"] = manager.load("m", "demo:mlp", hidden=16)
     ns["cache"] = {"a": 1, "m": ns["model"], "z": 2}
-    ns["locked"] = Locked(m=ns["model"])
-    ns["locked"].error = error
+    ns["locked"] = Locked(ns["model"], error)
     del ns["model"]
     if isinstance(error, KeyboardInterrupt):
         interrupted = False
@@ -428,7 +433,7 @@ def test_force_is_all_or_nothing_when_a_removal_fails(
         assert "force changed nothing: RuntimeError: locked" in report.errors["m"]
     assert list(ns["cache"]) == ["a", "m", "z"], "what force removed was not put back as it was"
     assert not report.removed and report.still_alive
-    ns["locked"].error = None
+    object.__setattr__(ns["locked"], "error", None)
     del ns["locked"]
     assert manager.unload("m", force=True).ok and ns["cache"] == {"a": 1, "z": 2}
 
@@ -442,3 +447,67 @@ def test_a_removal_that_changes_nothing_is_not_counted(manager: ModelManager, ns
     report = manager.unload("m", force=True)
     assert not report.removed and "ran but the reference is still there" in report.errors["m"]
     assert ns["cache"] == {"m": ns["holder"].model}
+
+
+HOLDER_KINDS = {
+    "function cache": ("@functools.lru_cache\ndef f(x):\n    return model\nf(1)", "f.cache_clear()", ()),
+    "thread-local": ("tl = threading.local()\ntl.m = model", "tl.m = None", ()),
+    "mapping proxy": ("d = {'m': model}\nmp = types.MappingProxyType(d)\ndel d", "delete the item 'm' of mp", ()),
+    "dict subclass attribute": ("class D(dict):\n    pass\nd = D(a=1)\nd.attr = model", "d.attr = None", ()),
+    "logging record": (
+        "class Keep(logging.Handler):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.records = []\n"
+        "    def emit(self, record):\n"
+        "        self.records.append(record)\n"
+        "h = Keep()\nlogging.getLogger('nbmodels-test-kinds').addHandler(h)\n"
+        "logging.getLogger('nbmodels-test-kinds').warning('saw %s', model)\n"
+        "logging.getLogger('nbmodels-test-kinds').removeHandler(h)",
+        "h.records[0].args = None",
+        (),
+    ),
+    "finalizer": ("class A:\n    pass\na = A()\nfin = weakref.finalize(a, id, model)", "fin.detach()", ("fin",)),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOLDER_KINDS))
+def test_ordinary_python_holders_are_named_and_cut(manager: ModelManager, ns: dict[str, Any], kind: str) -> None:
+    """Each of these was once blamed on "C code" (or went unnamed): Python can see them all."""
+    code, command, allow = HOLDER_KINDS[kind]
+    ns["model"] = manager.load("m", "demo:mlp", hidden=16)
+    exec("import functools, logging, threading, types, weakref\n" + code, ns)
+    del ns["model"]
+    weights = weakref.ref(next(manager.get("m").parameters()))
+    plain = manager.unload("m")
+    (survivor,) = plain.still_alive
+    assert not survivor.plan.blockers, survivor.plan.blockers
+    assert survivor.plan.actions[0].text().startswith(command), survivor.plan.actions
+    del plain, survivor
+    assert manager.unload("m", force=True, allow=allow).ok and weights() is None
+
+
+def test_a_class_attribute_is_named_as_python_writes_it(manager: ModelManager, ns: dict[str, Any]) -> None:
+    ns["model"] = manager.load("m", "demo:mlp", hidden=16)
+    exec("class Holder:\n    pass\nHolder.m = model", ns)
+    del ns["model"]
+    (blocker,) = manager.unload("m").still_alive[0].plan.blockers
+    assert blocker.holder == "Holder.m" and "`del Holder.m` frees it" in blocker.reason
+    del ns["Holder"].m
+
+
+def test_a_hugging_face_output_is_cut_whole_when_named(manager: ModelManager, ns: dict[str, Any]) -> None:
+    """``out = model(**inputs)``: a ModelOutput refuses ``del out[key]``, so force offers ``del out`` (named)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    ns["model"] = manager.load("bert", lambda: transformers.BertModel(config))
+    exec("out = model(input_ids=torch.tensor([[1, 2, 3]]))", {"torch": torch, **ns}, ns)
+    del ns["model"]
+    weights = weakref.ref(next(manager.get("bert").parameters()))
+    report = manager.unload("bert", force=True)
+    (survivor,) = report.still_alive
+    assert [(a.text(), a.consent) for a in survivor.plan.actions] == [("del out", True)]
+    assert not survivor.plan.blockers and not report.errors and "out" in ns
+    assert manager.unload("bert", force=True, allow=["out"]).ok and weights() is None

@@ -157,8 +157,11 @@ def trace_back(
                         strays.append(Stray(node, holder, "unseen", _RUNNING))
                         named.add(node)
                     elif issubclass(type(referrer), type):
+                        where = _tidy(f"{referrer.__qualname__}{step}{path}")
                         reason = "a class attribute; force does not change classes"
-                        strays.append(Stray(node, _tidy(f"{referrer.__qualname__}{step}{path}"), "attribute", reason))
+                        if re.fullmatch(r"[A-Za-z_][\w.]*", where) and "." in where:
+                            reason += f" (`del {where}` frees it, if that class is yours to change)"
+                        strays.append(Stray(node, where, "attribute", reason))
                         named.add(node)
                     else:
                         next_objects.append(referrer)
@@ -264,6 +267,8 @@ def _main_thread_id() -> int:
 def _steps(referrer: Any, child: Any) -> list[str]:
     """How ``referrer`` holds ``child``, as path suffixes (``['key']``, ``[3]``, ``.attr``); [] if it does not."""
     kind = type(referrer)  # never isinstance(): it would call a __class__ property of the user's object
+    if issubclass(kind, type) and type(child) is dict and any(ref is child for ref in gc.get_referents(vars(referrer))):
+        return [".__dict__"]  # a class's attributes: Holder.__dict__['m'] reads as Holder.m
     if issubclass(kind, dict):
         return [f"[{key!r}]" for key, value in list(referrer.items()) if value is child] or (
             [" (as a dict key)"] if any(key is child for key in list(referrer)) else []

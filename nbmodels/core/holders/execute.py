@@ -14,6 +14,7 @@ action shared by several plans (two models in one dict) runs once.
 from __future__ import annotations
 
 import builtins
+import gc
 import logging
 import sys
 import traceback
@@ -57,6 +58,10 @@ def holds(op: Op) -> bool:
         return any(v is value for v in list(target))
     if kind == "attr":
         return getattr(target, key, None) is value
+    if kind == "cache":
+        return any(ref is value for ref in gc.get_referents(target))
+    if kind == "finalizer":
+        return bool(target.alive)
     raise ValueError(f"unknown removal {kind!r}")  # pragma: no cover - the planner makes no other kind
 
 
@@ -87,6 +92,10 @@ def apply(op: Op) -> Callable[[], None]:
         target.discard(value)
     elif kind == "attr":
         setattr(target, key, None)
+    elif kind == "cache":
+        target.cache_clear()
+    elif kind == "finalizer":
+        target.detach()
     else:  # pragma: no cover - the planner makes no other kind
         raise ValueError(f"unknown removal {kind!r}")
     return undo
@@ -125,6 +134,8 @@ def _undo(op: Op) -> Callable[[], None]:
         return lambda: target.__setitem__(key, value)
     if kind == "member":
         return lambda: target.add(value)
+    if kind in ("cache", "finalizer"):
+        return lambda: None  # neither can be put back by hand: they run last, after every other action
     return lambda: setattr(target, key, value)
 
 
@@ -150,6 +161,7 @@ def execute(plans: Sequence[RemovalPlan], allow: Iterable[str] = ()) -> tuple[di
         steps = [(a, op) for a, op in zip(plan.actions, plan.ops, strict=True) if _identity(op) not in ran]
         shared = [a for a, op in zip(plan.actions, plan.ops, strict=True) if _identity(op) in ran]
         ready = [(a, op) for a, op in steps if holds(op)]  # a place changed since the plan: left as it is now
+        ready.sort(key=lambda step: step[1].kind in ("cache", "finalizer"))  # what cannot be put back goes last
         undos: list[Callable[[], None]] = []
         try:
             for action, op in ready:

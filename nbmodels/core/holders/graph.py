@@ -48,8 +48,9 @@ _STOP_TYPES: tuple[type, ...] = (
     types.WrapperDescriptorType,
     types.GetSetDescriptorType,
     types.MemberDescriptorType,
-    types.MappingProxyType,
 )
+# Objects of the stopped libraries below that hold what the user gave them: walked all the same.
+_USER_HELD = frozenset({"_thread._local", "logging.LogRecord", "threading.Thread", "weakref.finalize"})
 # Objects of these libraries are the machinery around the notebook (the kernel, its
 # sockets, event loops, loggers, nbmodels itself): never the user's to change. IPython's
 # own objects are walked (an old ExecutionResult can hold an error), but the shell is a
@@ -120,7 +121,8 @@ def _stopped(kind: type) -> bool:
     known = _STOPPED.get(kind)
     if known is None:
         module = getattr(kind, "__module__", "") or ""
-        known = _STOPPED[kind] = issubclass(kind, _STOP_TYPES) or module.split(".")[0] in _STOP_MODULES
+        stop_module = module.split(".")[0] in _STOP_MODULES and f"{module}.{kind.__qualname__}" not in _USER_HELD
+        known = _STOPPED[kind] = issubclass(kind, _STOP_TYPES) or stop_module
     return known
 
 
@@ -351,8 +353,31 @@ def children(obj: Any, graph: Graph) -> Iterator[tuple[str, Any, Any, int]]:
     kind = type(obj)
     if issubclass(kind, dict):
         yield from _dict_children(obj)
+        if kind is not dict:
+            yield from _instance_children(obj)  # a dict subclass's attributes (a ModelOutput's fields)
     elif issubclass(kind, list | collections.deque):
         yield from (("index", i, v, -1) for i, v in enumerate(list(obj)))
+        if kind is not list and kind is not collections.deque:
+            yield from _instance_children(obj)
+    elif kind is types.MappingProxyType:
+        yield from (("mapping", None, ref, -1) for ref in gc.get_referents(obj))  # the dict behind it
+    elif kind is functools._lru_cache_wrapper:
+        yield from _attributes(obj)
+        # the cached arguments and results, which the wrapper holds in C: f.cache_clear() lets them go
+        own = {id(getattr(obj, "__wrapped__", None)), id(_dict_of(obj))}
+        scan = graph._extra(obj)
+        yield from (
+            ("cache", None, ref, scan) for ref in gc.get_referents(obj) if id(ref) not in own and type(ref) is not type
+        )
+    elif kind is _thread_local():
+        # this thread's values, through the type's own __dict__ (another thread's are that thread's)
+        yield from (("attr", k, v, -1) for k, v in list(vars(obj).items()))
+    elif kind is weakref.finalize:
+        info = weakref.finalize._registry.get(obj)  # type: ignore[attr-defined]
+        if info is not None:  # what the finalizer will call, held in the class's registry: fin.detach() drops it
+            yield ("finalizer", "func", info.func, graph._extra(info))
+            yield from (("finalizer", i, v, graph._extra(info.args)) for i, v in enumerate(info.args))
+            yield from (("finalizer", k, v, graph._extra(info.kwargs)) for k, v in (info.kwargs or {}).items())
     elif issubclass(kind, tuple):
         fields = getattr(type(obj), "_fields", None)
         if isinstance(fields, tuple) and len(fields) == len(obj):
@@ -405,8 +430,6 @@ def children(obj: Any, graph: Graph) -> Iterator[tuple[str, Any, Any, int]]:
         if found or _has_dict(obj):
             yield from found
         else:
-            import gc
-
             yield from (("opaque", type(obj).__qualname__, ref, graph._extra(obj)) for ref in gc.get_referents(obj))
 
 
@@ -435,6 +458,28 @@ def _dict_children(obj: dict[Any, Any]) -> Iterator[tuple[str, Any, Any, int]]:
         yield ("item", key, value, -1)
         if type(key) not in ATOMS:
             yield ("dictkey", key, key, -1)
+
+
+def _dict_of(obj: Any) -> Any:
+    try:
+        return object.__getattribute__(obj, "__dict__")
+    except Exception:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _thread_local() -> type:
+    import _thread
+
+    return _thread._local
+
+
+def _attributes(obj: Any) -> Iterator[tuple[str, Any, Any, int]]:
+    try:
+        namespace = object.__getattribute__(obj, "__dict__")
+    except Exception:
+        return
+    yield from (("attr", k, v, -1) for k, v in list(namespace.items()))
 
 
 def _function_children(obj: types.FunctionType) -> Iterator[tuple[str, Any, Any, int]]:
@@ -484,7 +529,6 @@ def _frame_children(frame: types.FrameType, owner: Any, graph: Graph) -> Iterato
         return
     if type(scope) is not dict or id(scope) in graph._site_ids:
         return  # a module-level frame: its locals are a namespace the sites already cover
-    import gc
 
     # the frame (or generator) holds each local once, and cells hold the captured ones; the snapshot dict
     # Python keeps of them holds each once more: it is a node of its own (a debugger may hold it too)

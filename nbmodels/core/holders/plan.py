@@ -19,6 +19,7 @@ census finds outside the walk, are blockers.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import sys
 import types
@@ -119,7 +120,9 @@ class Planner:
         self.cuts.setdefault(key, cut)
 
     def _takes_a_value(self, parent: int, edge: Edge) -> bool:
-        """True when cutting a dict entry keyed by a part would also remove the user's value under it."""
+        """True when the cut takes more than the reference: a dict entry's value, a finalizer's callback."""
+        if edge.op == "finalizer":
+            return True
         if edge.op != "dictkey":
             return False
         value = entry_value(self.graph.objs[parent], edge.key)
@@ -132,6 +135,8 @@ class Planner:
         kind = type(obj)  # never isinstance(): it would call a __class__ property of the user's object
         if graph.sealed[parent] or issubclass(kind, _sealed()) or parent not in self._users:
             return False
+        if issubclass(kind, dict) and kind.__delitem__ not in _PLAIN_DELITEM:
+            return False  # a mapping with rules of its own (a ModelOutput refuses del): cut only whole
         op = edge.op
         if op in ("item", "dictkey"):
             # never a module's namespace or a frame's snapshot of its locals: changing those frees nothing
@@ -140,8 +145,8 @@ class Planner:
             return issubclass(kind, list) or kind.__name__ == "deque"
         if op == "member":
             return issubclass(kind, set)
-        if op == "child":
-            return True
+        if op in ("child", "cache", "finalizer"):
+            return True  # a module's child; a function's cache (clearing it only costs recomputing)
         if op == "attr":
             return _settable(obj)
         return False
@@ -152,6 +157,9 @@ class Planner:
         for cut in self.cuts.values():
             found.setdefault(cut.part, []).append(cut)
         return found
+
+
+_PLAIN_DELITEM = (dict.__delitem__, collections.OrderedDict.__delitem__)
 
 
 def entry_value(mapping: Any, key: Any) -> Any:

@@ -32,6 +32,7 @@ HolderKind = Literal[
     "model",  # another loaded model shares it
     "unseen",  # a reference the garbage collector cannot see (C code, a running function)
     "unknown",  # the search stopped (size or time) before it reached a named place
+    "cache",  # a function's cache: ``f.cache_clear()``
 ]
 
 

@@ -170,6 +170,13 @@ class Paths:
             return "", ".cell_contents"
         if op == "dictkey":
             return " → a key of that dict", None
+        if op == "mapping":
+            return " → the dict behind it", None
+        if op == "cache":
+            return f" → the cache of {qualname(parent)}()", None
+        if op == "finalizer":
+            what = "the function" if key == "func" else f"argument {key!r}"
+            return f" → {what} of the finalizer", None
         if op == "member":
             return " → an item of that set", None
         return f" → inside a {key}", None

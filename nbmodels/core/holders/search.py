@@ -305,6 +305,8 @@ _KINDS: dict[str, HolderKind] = {
     "member": "item",
     "attr": "attribute",
     "child": "attribute",
+    "cache": "cache",
+    "finalizer": "callback",
 }
 
 
@@ -314,6 +316,9 @@ def _action(graph: Graph, paths: Paths, names: dict[int, str], cut: Cut, holds: 
     words, python, note = paths.through(edge)
     holder = python or words
     takes = summary(value) if cut.wide else ""
+    if cut.wide and edge.op == "finalizer":
+        holder = paths.of(edge.parent)[1] or paths.of(edge.parent)[0]
+        takes = "the finalizer: its callback will never run"
     if cut.wide and edge.op == "dictkey" and edge.parent >= 0:
         holder = paths.of(edge.parent)[1] or paths.of(edge.parent)[0]
         takes = f"the value stored under it ({summary_of_value(entry_value(graph.objs[edge.parent], edge.key))})"
@@ -353,6 +358,16 @@ def _action(graph: Graph, paths: Paths, names: dict[int, str], cut: Cut, holds: 
     elif op == "member":
         description = f"remove it from the set {parent_words}"
         kind_op = "member"
+    elif op == "finalizer":
+        if parent_python is not None:
+            command = f"{parent_python}.detach()"
+        description = f"detach the finalizer {parent_words}"
+        kind_op = "finalizer"
+    elif op == "cache":
+        if parent_python is not None:
+            command = f"{parent_python}.cache_clear()"
+        description = f"clear the cache of {parent_words} (it fills again on the next calls)"
+        kind_op = "cache"
     else:  # attr, child
         if python is not None:
             command = f"{python} = None"
