@@ -511,3 +511,19 @@ def test_a_hugging_face_output_is_cut_whole_when_named(manager: ModelManager, ns
     assert [(a.text(), a.consent) for a in survivor.plan.actions] == [("del out", True)]
     assert not survivor.plan.blockers and not report.errors and "out" in ns
     assert manager.unload("bert", force=True, allow=["out"]).ok and weights() is None
+
+
+def test_the_report_leaves_no_snapshot_that_outlives_a_generators_del(
+    manager: ModelManager, ns: dict[str, Any]
+) -> None:
+    """Reading a suspended generator's ``f_locals`` (3.11) left a dict on its frame holding the old locals."""
+    ns["model"] = manager.load("m", "demo:mlp", hidden=16)
+    exec("def g(m):\n    yield 1\n    del m\n    yield 2\nit = g(model)\nnext(it)", ns)
+    del ns["model"]
+    weights = weakref.ref(next(manager.get("m").parameters()))
+    (survivor,) = manager.unload("m").still_alive
+    assert [a.text() for a in survivor.plan.actions] == ["del it"]
+    del survivor
+    next(ns["it"])  # the generator lets go of its model, and suspends again
+    gc.collect()
+    assert weights() is None, "the search's snapshot of the generator's locals kept the model"

@@ -45,6 +45,7 @@ def references_we_hold(graph: Graph, held: Iterable[Any]) -> collections.Counter
     ours.update(id(edge.key) for edges in graph.incoming for edge in edges if type(edge.key) not in ATOMS)
     ours.update(id(root.key) for root in graph.roots if type(root.key) not in ATOMS)
     ours.update(map(id, held))
+    ours.update(map(id, graph.made))
     return ours
 
 
@@ -198,7 +199,7 @@ _UNSEEN = (
 
 def _accounted(graph: Graph, held: list[Any]) -> set[int]:
     """Ids of objects whose references the walk already counted: nodes and what belongs to them, and ours."""
-    ids = {id(graph.objs), id(graph.extras), id(graph.incoming), id(held), id(graph.roots)}
+    ids = {id(graph.objs), id(graph.extras), id(graph.incoming), id(held), id(graph.roots), id(graph.made)}
     for obj in graph.objs:
         ids.add(id(obj))
         ids.update(map(id, _owned(obj)))

@@ -158,9 +158,13 @@ class Graph:
         self._limits = (max_nodes, max_items, time_limit)
         self.executing = running_frames()
         self.snapshots: dict[int, str] = {}  # the locals snapshot of a finished frame -> its function's name
+        self.made: list[dict[str, Any]] = []  # snapshots the search itself created: emptied when it ends
 
     def close(self) -> None:
-        """Drop every reference the graph holds."""
+        """Drop every reference the graph holds, and leave no trace on the frames it read."""
+        for scope in self.made:
+            scope.clear()  # the frame builds it again, fresh, when someone reads f_locals next
+        self.made.clear()
         self.objs.clear()
         self.node_of.clear()
         self.incoming.clear()
@@ -523,10 +527,16 @@ def _frame_children(frame: types.FrameType, owner: Any, graph: Graph) -> Iterato
         return
     if owner is frame and frame.f_back is not None:
         yield ("tb", "f_back", frame.f_back, -1)  # a traceback's frames keep their callers' frames too
+    # a snapshot with values in it before we looked is someone else's (a debugger's); an empty one is ours
+    had = {id(ref) for ref in gc.get_referents(owner if owner is not frame else frame) if type(ref) is dict and ref}
     try:
         scope = frame.f_locals
     except Exception:  # pragma: no cover - exotic frames
         return
+    if id(scope) not in had and type(scope) is dict:
+        # the snapshot did not exist before we read it: on 3.11 and 3.12 it would stay on the frame and keep
+        # a suspended generator's old locals alive after it deletes them; close() empties it again
+        graph.made.append(scope)
     if type(scope) is not dict or id(scope) in graph._site_ids:
         return  # a module-level frame: its locals are a namespace the sites already cover
 
