@@ -527,3 +527,15 @@ def test_the_report_leaves_no_snapshot_that_outlives_a_generators_del(
     next(ns["it"])  # the generator lets go of its model, and suspends again
     gc.collect()
     assert weights() is None, "the search's snapshot of the generator's locals kept the model"
+
+
+def test_a_weight_norm_parametrization_is_the_models_own_cycle(manager: ModelManager, ns: dict[str, Any]) -> None:
+    """``weight_norm`` gives a module a class whose getters close over the module: no outside holder."""
+    ns["model"] = manager.load("m", "demo:mlp", hidden=16)
+    exec("wn = torch.nn.utils.parametrizations.weight_norm(model[0])", {"torch": torch, **ns}, ns)
+    del ns["model"]
+    weights = weakref.ref(manager.get("m")[0].parametrizations.weight.original0)
+    (survivor,) = manager.unload("m").still_alive
+    assert [a.text() for a in survivor.plan.actions] == ["del wn"] and not survivor.plan.blockers
+    del survivor
+    assert manager.unload("m", force=True).ok and weights() is None

@@ -299,6 +299,8 @@ class Graph:
         seen = set(queue)
         while queue:
             node = queue.popleft()
+            for _ in range(_own_class_references(self.objs[node])):
+                self.incoming[node].append(Edge(node, "ownclass", None))
             for op, key, child, scan in children(self.objs[node], self):
                 if type(child) in ATOMS:
                     continue
@@ -462,6 +464,33 @@ def _dict_children(obj: dict[Any, Any]) -> Iterator[tuple[str, Any, Any, int]]:
         yield ("item", key, value, -1)
         if type(key) not in ATOMS:
             yield ("dictkey", key, key, -1)
+
+
+def _own_class_references(obj: Any) -> int:
+    """References a module makes to itself through a class made for it alone (torch's parametrizations).
+
+    ``weight_norm`` gives the module a class of its own whose properties'
+    getters close over the module: a cycle of the model's own, which gc frees
+    with it, never a holder.
+    """
+    kind = type(obj)
+    if getattr(kind, "__module__", "") != "torch.nn.utils.parametrize" or not _is_module(obj):
+        return 0
+    found = 0
+    functions: list[Any] = [v.fget for v in vars(kind).values() if type(v) is property and v.fget is not None]
+    for _ in range(3):  # a getter, the helper it closes over, and the module that helper closes over
+        inner: list[Any] = []
+        for function in functions:
+            for cell in getattr(function, "__closure__", None) or ():
+                try:
+                    value = cell.cell_contents
+                except ValueError:
+                    continue
+                found += value is obj
+                if type(value) is types.FunctionType:
+                    inner.append(value)
+        functions = inner
+    return found
 
 
 def _dict_of(obj: Any) -> Any:
