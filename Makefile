@@ -6,18 +6,43 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean labextension
+
+# The JupyterLab extension (labextension/, TypeScript): npm installs its packages from the lock file,
+# then builds it into nbmodels/labextension, which the wheel ships (pyproject's data-files). Node 20 + npm.
+LABEXT_SOURCES := $(wildcard labextension/src/*.ts labextension/style/*) labextension/package.json labextension/tsconfig.json
+LABEXT_BUILT   := nbmodels/labextension/package.json
+
+labextension/node_modules/.package-lock.json: labextension/package-lock.json
+	cd labextension && npm ci --no-audit --no-fund --loglevel=error
+
+$(LABEXT_BUILT): labextension/node_modules/.package-lock.json $(LABEXT_SOURCES)
+	cd labextension && npm run --silent build
+	touch $@
+
+labextension: $(LABEXT_BUILT)
+
+# `pip install -e` installs no data files: link the built extension (so a rebuild shows at the next page load)
+# and copy the server extension's config file into the venv, where a wheel install puts them.
+define JUPYTER_FILES
+	rm -rf $(VENV)/share/jupyter/labextensions/nbmodels
+	mkdir -p $(VENV)/share/jupyter/labextensions $(VENV)/etc/jupyter/jupyter_server_config.d
+	ln -s $(CURDIR)/nbmodels/labextension $(VENV)/share/jupyter/labextensions/nbmodels
+	cp jupyter-config/jupyter_server_config.d/nbmodels.json $(VENV)/etc/jupyter/jupyter_server_config.d/
+endef
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed-demo: pyproject.toml constraints.txt | $(BIN)/python
+$(VENV)/.installed-demo: pyproject.toml constraints.txt $(LABEXT_BUILT) | $(BIN)/python
 	$(PIP) -e '.[notebook]'
+	$(JUPYTER_FILES)
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml constraints.txt $(LABEXT_BUILT) | $(BIN)/python
 	$(PIP) -e '.[test]'
+	$(JUPYTER_FILES)
 	touch $@ $(VENV)/.installed-demo
 
 demo: $(VENV)/.installed-demo
@@ -35,4 +60,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache nbmodels/labextension labextension/lib labextension/node_modules
