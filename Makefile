@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine with Python 3.10+ and make:
 #   make demo   create .venv, install, run the main job on built-in demo models (CPU)
 #   make test   create .venv if needed, install the test dependencies, lint, run the whole suite
+#               (and the JupyterLab extension's jest tests)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -54,6 +55,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 test: lint
+	cd labextension && npx --no-install jest --silent
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test
