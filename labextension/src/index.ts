@@ -69,7 +69,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         isActive: () => item.isActive(),
         activeStateChanged: item.activeStateChanged
       });
-      model.addWatcher(() => item.wantsReadings() && item.isVisible !== false);
+      // Polls while a notebook with a kernel is current, even before the item has anything to show.
+      model.addWatcher(() => item.wantsReadings());
       item.update();
     }
     sessions.runningChanged.connect(() => void model.refresh());

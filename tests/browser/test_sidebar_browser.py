@@ -123,7 +123,10 @@ def test_the_models_section_and_status_bar(lab: Lab, page: Page) -> None:
         running.get_by_role("tab", name=re.compile("Running")).click()
     else:
         running = page
-        page.evaluate("window.jupyterapp.shell.activateById('jp-running-sessions')")
+        page.evaluate("window.jupyterapp.shell.activateById('filebrowser')")  # the Running sidebar is hidden
+        status = page.locator(".nbm-status")
+        expect(status).to_have_text("2 models · 20.0 MiB", timeout=UPDATE_MS + 3_000)
+        status.click()  # opens the Running sidebar
 
     kernel_row = running.locator(".jp-RunningSessions-item.nbm-kernel", has_text="train.ipynb")
     model_row = running.locator(".jp-RunningSessions-item.nbm-model", has_text="enc")
@@ -136,8 +139,6 @@ def test_the_models_section_and_status_bar(lab: Lab, page: Page) -> None:
     expect(unload).to_have_attribute("title", "Unload")
 
     if lab.front_end == "lab":
-        status = page.locator(".nbm-status")
-        expect(status).to_have_text("2 models · 20.0 MiB", timeout=UPDATE_MS + 3_000)
         take_screenshot(page)
 
     page.wait_for_function(_KERNEL_IDLE, timeout=WAIT_MS)
@@ -147,9 +148,24 @@ def test_the_models_section_and_status_bar(lab: Lab, page: Page) -> None:
     expect(kernel_row).to_contain_text("1 model · 4.0 MiB", timeout=UPDATE_MS + 3_000)
     if lab.front_end == "lab":
         expect(page.locator(".nbm-status")).to_have_text("1 model · 4.0 MiB", timeout=UPDATE_MS + 3_000)
+
+    # Free while a variable holds clf: released but held; the dialog shows force's plan; Force frees it.
+    if lab.front_end == "notebook":
+        page.bring_to_front()
+    run_cell(page, "# keep", "# keep\nimport nbmodels\nkeep = nbmodels.get_manager().get('clf')")
+    page.wait_for_function(_KERNEL_IDLE, timeout=WAIT_MS)
+    running.bring_to_front()
     kernel_row.hover()
     free_button.click()
+    dialog = running.locator(".jp-Dialog")
+    expect(dialog).to_contain_text("keep", timeout=WAIT_MS)  # the plan names the variable force would delete
+    expect(running.locator(".jp-RunningSessions-item.nbm-model", has_text="clf (held)")).to_have_count(1)
+    dialog.get_by_role("button", name="Force").click()
     expect(running.locator(".jp-RunningSessions-item.nbm-model")).to_have_count(0, timeout=UPDATE_MS + 3_000)
     if lab.front_end == "notebook":
         page.bring_to_front()
     assert models_held(page) == 0
+    run_cell(page, "# gone", "# gone\nprint('keep-defined', 'keep' in dir())")
+    expect(page.locator(".jp-CodeCell", has_text="# gone").locator(".jp-OutputArea-output")).to_contain_text(
+        "keep-defined False"
+    )

@@ -9,6 +9,7 @@ kernel id this server does not run, a kernel without nbmodels, a bad body.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -213,3 +214,36 @@ async def unknown_model(jp_fetch: Any, kernel: Any) -> None:
     code, message = await refused(post(jp_fetch, kernel.kernel_id, "unload", name="nope"))
     assert code == 404 and "no model named 'nope'" in message
     assert await held(kernel) == ["enc"]
+
+
+async def test_force_waits_for_the_running_cell_but_its_plan_does_not(jp_fetch: Any, jp_serverapp: Any) -> None:
+    async with started(jp_serverapp) as kernel:
+        await force_while_busy(jp_fetch, kernel)
+
+
+async def force_while_busy(jp_fetch: Any, kernel: Any) -> None:
+    await run(kernel, "%load_ext nbmodels\n%load_model enc demo:mlp --kw size_mb=1\nimport nbmodels, time")
+    await run(kernel, "keep = nbmodels.get_manager().get('enc')")
+    await post(jp_fetch, kernel.kernel_id, "unload", name="enc")  # released, still held by keep
+    client = kernel.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=TIMEOUT)
+        msg_id = client.execute("time.sleep(6)")
+        for _ in range(100):  # until the kernel says a cell runs
+            (row,) = (await get(jp_fetch))["kernels"]
+            if row["busy"]:
+                break
+            await asyncio.sleep(0.05)
+        assert row["busy"] is True
+        code, message = await refused(post(jp_fetch, kernel.kernel_id, "unload", name="enc", force=True))
+        assert code == 409 and "running a cell" in message
+        plan = await post(jp_fetch, kernel.kernel_id, "unload", name="enc", force=True, dry_run=True)
+        assert any("keep" in line for line in plan["lines"])
+        while True:  # the cell ends
+            reply = await client.get_shell_msg(timeout=TIMEOUT)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+    finally:
+        client.stop_channels()
+    assert (await run(kernel, "print(keep is not None)")).strip() == "True"  # force never ran
