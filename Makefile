@@ -10,9 +10,9 @@ PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 .PHONY: demo test lint bench clean labextension
 
 # The JupyterLab extension (labextension/, TypeScript): npm installs its packages from the lock file,
-# then builds it into nbmodels/labextension, which the wheel ships (pyproject's data-files). Node 20 + npm.
+# then builds it into labextension/dist, which the wheel ships (pyproject's data-files). Node 20 + npm.
 LABEXT_SOURCES := $(wildcard labextension/src/*.ts labextension/style/*) labextension/package.json labextension/tsconfig.json
-LABEXT_BUILT   := nbmodels/labextension/package.json
+LABEXT_BUILT   := labextension/dist/package.json
 
 labextension/node_modules/.package-lock.json: labextension/package-lock.json
 	cd labextension && npm ci --no-audit --no-fund --loglevel=error
@@ -28,7 +28,7 @@ labextension: $(LABEXT_BUILT)
 define JUPYTER_FILES
 	rm -rf $(VENV)/share/jupyter/labextensions/nbmodels
 	mkdir -p $(VENV)/share/jupyter/labextensions $(VENV)/etc/jupyter/jupyter_server_config.d
-	ln -s $(CURDIR)/nbmodels/labextension $(VENV)/share/jupyter/labextensions/nbmodels
+	ln -s $(CURDIR)/labextension/dist $(VENV)/share/jupyter/labextensions/nbmodels
 	cp jupyter-config/jupyter_server_config.d/nbmodels.json $(VENV)/etc/jupyter/jupyter_server_config.d/
 endef
 
@@ -62,4 +62,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache nbmodels/labextension labextension/lib labextension/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache labextension/dist labextension/lib labextension/node_modules
