@@ -137,7 +137,8 @@ export class ModelsManager implements IRunningSessions.IManager {
       const result = await showDialog({
         title: `${name ?? 'Models'} still held`,
         body: planBody(reply, plan),
-        buttons: [Dialog.cancelButton({ label: 'Leave it' }), Dialog.warnButton({ label: 'Force' })]
+        buttons: [Dialog.cancelButton({ label: 'Leave it' }), Dialog.warnButton({ label: 'Force' })],
+        defaultButton: 0 // Enter leaves the notebook as it is; force takes a click
       });
       if (!result.button.accept) {
         return;

@@ -160,6 +160,7 @@ def test_the_models_section_and_status_bar(lab: Lab, page: Page) -> None:
     dialog = running.locator(".jp-Dialog")
     expect(dialog).to_contain_text("keep", timeout=WAIT_MS)  # the plan names the variable force would delete
     expect(running.locator(".jp-RunningSessions-item.nbm-model", has_text="clf (held)")).to_have_count(1)
+    running.screenshot(path=f"/tmp/nbmodels-force-{lab.front_end}.png")  # to look at, not compared
     dialog.get_by_role("button", name="Force").click()
     expect(running.locator(".jp-RunningSessions-item.nbm-model")).to_have_count(0, timeout=UPDATE_MS + 3_000)
     if lab.front_end == "notebook":
