@@ -36,9 +36,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed-demo: pyproject.toml constraints.txt $(LABEXT_BUILT) | $(BIN)/python
+# The demo runs a notebook on a kernel: it needs no JupyterLab extension (and so no Node).
+$(VENV)/.installed-demo: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e '.[notebook]'
-	$(JUPYTER_FILES)
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml constraints.txt $(LABEXT_BUILT) | $(BIN)/python

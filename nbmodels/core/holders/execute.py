@@ -187,7 +187,8 @@ def execute(plans: Sequence[RemovalPlan], allow: Iterable[str] = ()) -> tuple[di
             undos.clear()
             del steps
         ran.update(_identity(op) for _, op in ready)
-        done[plan.name] = shared + [action for action, _ in ready]
+        if shared or ready:
+            done[plan.name] = shared + [action for action, _ in ready]
         del ready
     return done, errors
 
