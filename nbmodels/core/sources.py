@@ -131,8 +131,13 @@ def resolve(source: Any) -> Source:
     text = source.strip()
     if not text:
         raise SourceError("the source is empty; pass a callable, 'package.module:factory', 'demo:NAME' or a path")
+    if len(text) > MAX_SOURCE_LENGTH:
+        raise SourceError(
+            f"the source is {len(text)} characters long; give a path or 'package.module:factory' "
+            f"of at most {MAX_SOURCE_LENGTH}"
+        )
     path = Path(os.path.expanduser(text))
-    if path.exists():
+    if _exists(path):
         return _path_source(path)
     if ":" in text:
         return _scheme_source(text)
@@ -144,6 +149,25 @@ def resolve(source: Any) -> Source:
     )
 
 
+MAX_SOURCE_LENGTH = 4096  # PATH_MAX: longer is no path, and no 'module:factory' either
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, False for a name the system refuses (too long, NUL) rather than an OSError."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _refuse_builtin(module: Any, text: str) -> None:
+    """``builtins:int``, ``print``: a Python builtin builds no model, whatever it returns."""
+    if module == "builtins":
+        raise SourceError(
+            f"{text} is a Python builtin, not a model factory; use 'package.module:factory', 'demo:NAME' or a path"
+        )
+
+
 def from_namespace(source: Any, namespace: Mapping[str, Any]) -> Any:
     """A bare name bound in a notebook's namespace (``%load_model m make``) is that factory; else ``source``.
 
@@ -151,6 +175,8 @@ def from_namespace(source: Any, namespace: Mapping[str, Any]) -> Any:
     name bound to something that builds no model (a model already built, a
     number) and a bare name bound to nothing are SourceErrors that say so.
     """
+    if isinstance(source, str) and len(source.strip()) > MAX_SOURCE_LENGTH:
+        return source  # resolve() refuses it in one line
     if not isinstance(source, str) or not source.isidentifier() or keyword.iskeyword(source):
         return source
     if os.path.exists(os.path.expanduser(source)):
@@ -188,6 +214,7 @@ def _call(factory: Callable[..., Any]) -> Callable[..., Any]:
 def _callable_source(factory: Callable[..., Any]) -> Source:
     """A factory is known by where it is defined, so redefining it (a cell run again) is the same source."""
     module, qualname = getattr(factory, "__module__", None), getattr(factory, "__qualname__", None)
+    _refuse_builtin(module, f"{module}:{qualname}")
     if isinstance(module, str) and isinstance(qualname, str):
         text = f"{module}:{qualname}"
         key: object = text  # the same key as the 'module:factory' text for it
@@ -247,6 +274,7 @@ def _scheme_source(text: str) -> Source:
             f"source {text!r} is neither 'package.module:factory' nor a known scheme "
             f"(demo{''.join(', ' + s for s in sorted(_plugin_loaders()))})"
         )
+    _refuse_builtin(scheme, text)
     _check_module_exists(scheme, text)
     check = None
     if scheme in sys.modules:  # already imported: check the factory and its keywords now, for free

@@ -274,23 +274,28 @@ def log_path_problem(path: str) -> str:
     """Why the shutdown log ``path`` cannot be appended to ("" when it can, or when there is none)."""
     if not path:
         return ""
-    target = Path(os.path.expanduser(path))
-    if target.is_dir():
-        why = "it is a folder"
-    elif target.exists():
-        why = "" if os.access(target, os.W_OK) else "the file is not writable"
-    elif not target.parent.is_dir():
-        why = f"its folder {str(target.parent)!r} does not exist"
-    elif not os.access(target.parent, os.W_OK | os.X_OK):
-        why = f"its folder {str(target.parent)!r} is not writable"
-    else:
-        why = ""
+    try:
+        why = _why_not_writable(Path(os.path.expanduser(path)))
+    except (OSError, ValueError) as exc:  # a name too long, a NUL: the system refuses the path itself
+        why = f"the path cannot be used ({getattr(exc, 'strerror', None) or exc})"
     if not why:
         return ""
     return (
         f"the shutdown log {path!r} (NBModels.shutdown_log / NBMODELS_SHUTDOWN_LOG) cannot be written: {why}; "
         "models are still released at shutdown, but no record will be written"
     )
+
+
+def _why_not_writable(target: Path) -> str:
+    if target.is_dir():
+        return "it is a folder"
+    if target.exists():
+        return "" if os.access(target, os.W_OK) else "the file is not writable"
+    if not target.parent.is_dir():
+        return f"its folder {str(target.parent)!r} does not exist"
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        return f"its folder {str(target.parent)!r} is not writable"
+    return ""
 
 
 def _append_line(path: str, record: dict[str, Any]) -> None:
