@@ -285,3 +285,15 @@ def test_the_panels_refresher_survives_any_error_of_one_reading(runtime: Path) -
         assert section.view is not None  # the third reading came through: the refresher lived on
     finally:
         section.close()
+
+
+def test_a_temporary_file_left_by_a_dead_writer_is_removed(runtime: Path) -> None:
+    """A writer killed between create and rename leaves ``.<name>.<pid>.<random>.tmp``: the next scan removes it."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = runtime / f".nbmodels-kernel-{dead.pid}.json.{dead.pid}.0123456789abcdef.tmp"
+    leftover.write_text("{")
+    mine = runtime / f".nbmodels-kernel-{os.getpid()}.json.{os.getpid()}.fedcba9876543210.tmp"
+    mine.write_text("{")  # a live writer's: left alone
+    scan(runtime)
+    assert not leftover.exists() and mine.exists()
