@@ -133,6 +133,7 @@ class Publisher:
         self.socket_error = ""
         self.write_error = ""  # the last failed write, said once until a write succeeds again
         self.on_write_error: Callable[[str], None] | None = None  # the IPython layer says it in the notebook
+        self._told = False  # the notebook hears of failed writes once per process (a nearly full disk flaps)
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -261,7 +262,8 @@ class Publisher:
             "nbmodels ps and other kernels' panels will not list this kernel until a write succeeds"
         )
         log.warning("nbmodels: %s", self.write_error)
-        if self.on_write_error is not None:
+        if self.on_write_error is not None and not self._told:
+            self._told = True
             try:
                 self.on_write_error(self.write_error)
             except Exception:

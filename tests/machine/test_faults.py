@@ -90,3 +90,33 @@ def test_a_read_only_folder_is_said_once_and_leaves_nothing(tiny_disk: Path) -> 
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(tiny_disk)], check=True)
         publisher.close()
+
+
+def test_the_notebook_hears_of_a_failed_write_once_after_the_cell(
+    tiny_disk: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from nbmodels.ipython import machine
+
+    shell = InteractiveShell.instance()
+    monkeypatch.setattr(shell, "kernel", object(), raising=False)  # publishing is for kernels only
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tiny_disk))
+    undo = machine.install(SimpleNamespace(shell=shell))
+    assert undo is not None
+    publisher = machine.publisher_of(shell)
+    assert publisher is not None
+    try:
+        fill(tiny_disk)
+        publisher.write()
+        shell.run_cell("1 + 1")
+        fill(tiny_disk)
+        publisher.write()
+        shell.run_cell("2 + 2")
+        said = [line for line in capsys.readouterr().err.splitlines() if "could not write" in line]
+        assert len(said) == 1 and said[0].startswith("nbmodels: could not write this kernel's state file")
+    finally:
+        undo()
+    assert leftovers(tiny_disk) == []
