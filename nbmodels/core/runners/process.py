@@ -236,8 +236,11 @@ class WorkerProcess:
         """An interrupted start: kill and reap the process, close the socket, so nothing outlives the exception."""
         if worker is not None:
             worker.kill()
-            if worker._reader is None or not worker._reader.is_alive():
-                worker._wait_exit()  # the reader, once started, reaps it itself
+            reader = worker._reader
+            if reader is not None and reader.is_alive():
+                reader.join(timeout=10.0)  # it sees EOF, reaps the process and closes the socket itself
+            else:
+                worker._wait_exit()
         elif process is not None:
             _end_unwanted(process)
         for conn in conns:
