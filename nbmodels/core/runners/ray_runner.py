@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import re
+import stat
 import threading
 import time
 import weakref
@@ -63,6 +64,24 @@ def ensure_ray(address: str | None = None, init: dict[str, Any] | None = None) -
         else:
             _loopback_only()
             ray.init(**{"include_dashboard": False, **(init or {})})
+            _owner_only_token()
+
+
+RAY_TOKEN = os.path.join("~", ".ray", "auth_token")
+
+
+def _owner_only_token() -> None:
+    """Ray writes its cluster token with the default umask (0644): make it readable by this user only."""
+    path = os.path.expanduser(RAY_TOKEN)
+    try:
+        info = os.lstat(path)
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o077:
+            os.chmod(path, 0o600)
+            log.info("nbmodels: made Ray's token %s readable by you only", path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("nbmodels: could not make Ray's token %s private: %s", path, exc)
 
 
 def _loopback_only() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import psutil
@@ -30,4 +31,6 @@ remote.stop()
 import ray  # noqa: E402
 
 ray.shutdown()
-print(json.dumps({"works": works, "listening": addresses}))
+token = os.path.expanduser(os.path.join("~", ".ray", "auth_token"))
+mode = oct(os.stat(token).st_mode & 0o777) if os.path.exists(token) else None
+print(json.dumps({"works": works, "listening": addresses, "token_mode": mode}))

@@ -33,3 +33,4 @@ def test_a_local_ray_started_by_nbmodels_listens_on_loopback_only() -> None:
     assert result["works"] is True
     assert result["listening"], "no listening socket found: the check itself is broken"
     assert set(result["listening"]) <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, result["listening"]
+    assert result["token_mode"] in (None, "0o600")  # Ray's cluster token, when it writes one, is the user's only
