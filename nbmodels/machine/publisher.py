@@ -35,6 +35,7 @@ from nbmodels.core.manager import ModelManager
 from nbmodels.core.reports import Event, ReleaseReport, StillAlive
 from nbmodels.machine import paths
 from nbmodels.machine.control import ControlServer
+from nbmodels.machine.files import check_private_dir
 from nbmodels.machine.state import VERSION, KernelState, model_states, write_atomically
 
 log = logging.getLogger("nbmodels")
@@ -132,12 +133,16 @@ class Publisher:
         self._unsubscribe: Callable[[], None] | None = None
         self._closed = False
         self.socket_error = ""
+        self.write_error = ""  # the last failed write, said once until a write succeeds again
+        self.on_write_error: Callable[[str], None] | None = None  # the IPython layer says it in the notebook
+        self._told = False  # the notebook hears of failed writes once per process (a nearly full disk flaps)
 
     # --- lifecycle --------------------------------------------------------------
 
     def start(self) -> None:
         """Create the directory, clean stale files, open the socket, write the state, follow the manager."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        check_private_dir(self.directory)  # RefusedError (an OSError too): another user could redirect our files
         from nbmodels.machine.scan import clean_stale
 
         clean_stale(self.directory)
@@ -232,13 +237,39 @@ class Publisher:
                 state = self.snapshot()
                 write_atomically(self.path, state.to_json())
             except Exception as exc:
-                log.warning("nbmodels: could not write the kernel state file %s: %s", self.path, exc)
+                self._failed(exc)
                 return
+            if self.write_error:
+                log.warning("nbmodels: the kernel state file %s is written again", self.path)
+                self.write_error = ""
             previous, self._in_use = self._in_use, state.in_use
         if set(previous) - set(state.in_use):
             # A model released while still in use died since: give its memory back to the system now.
             memory.empty_cuda_cache()
             memory.trim_heap()
+
+    def _failed(self, exc: BaseException) -> None:
+        """A write failed (full disk, read-only folder): say it once; remove the old file rather than let it lie."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as unlink_error:
+            log.debug("nbmodels: could not remove the stale %s: %s", self.path, unlink_error)
+        if self.write_error:
+            return
+        reason = getattr(exc, "strerror", None) or str(exc)
+        self.write_error = (
+            f"could not write this kernel's state file {self.path} ({reason}); "
+            "nbmodels ps and other kernels' panels will not list this kernel until a write succeeds"
+        )
+        log.warning("nbmodels: %s", self.write_error)
+        if self.on_write_error is not None and not self._told:
+            self._told = True
+            try:
+                self.on_write_error(self.write_error)
+            except Exception:
+                log.debug("nbmodels: the write-error callback failed", exc_info=True)
 
     def set_busy(self, busy: bool) -> None:
         """A cell started (True) or ended (False): record it, and recheck models released while in use."""
