@@ -539,3 +539,15 @@ def test_a_weight_norm_parametrization_is_the_models_own_cycle(manager: ModelMan
     assert [a.text() for a in survivor.plan.actions] == ["del wn"] and not survivor.plan.blockers
     del survivor
     assert manager.unload("m", force=True).ok and weights() is None
+
+
+def test_a_pair_of_two_released_models_is_a_holder_of_each(manager: ModelManager, ns: dict[str, Any]) -> None:
+    """``pair = (a, b)``: after a cleanup the second model was blamed on C code (the tuple counted as a's part)."""
+    ns["pair"] = (manager.load("a", "demo:mlp", hidden=16), manager.load("b", "demo:mlp", hidden=8))
+    report = manager.cleanup()
+    plans = {alive.name: alive.plan for alive in report.still_alive}
+    assert sorted(plans) == ["a", "b"]
+    for plan in plans.values():
+        assert [(a.text(), a.holder) for a in plan.actions] == [("del pair", "pair")] and not plan.blockers
+    del report, plans
+    assert manager.cleanup(force=True, allow=["pair"]).ok and "pair" not in ns and manager.survivors() == []

@@ -130,7 +130,8 @@ class Parts:
             return Part(inner.group, "a bound method of it") if inner else None
         if type(obj) in (tuple, frozenset) and 0 < len(obj) <= _TUPLE_LIMIT:
             parts = [self.of(item) for item in obj]
-            if all(parts):
+            # of one model only: `pair = (a, b)` of two models is the user's, and holds each of them
+            if all(parts) and len({part.group for part in parts if part is not None}) == 1:
                 return Part(parts[0].group, f"a {type(obj).__name__} of its parts")  # type: ignore[union-attr]
         return None
 
