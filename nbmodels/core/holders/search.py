@@ -310,6 +310,12 @@ _KINDS: dict[str, HolderKind] = {
 }
 
 
+_METHOD_CUTS = {
+    "finalizer": ("detach", "detach the finalizer {}"),
+    "cache": ("cache_clear", "clear the cache of {} (it fills again on the next calls)"),
+}
+
+
 def _action(graph: Graph, paths: Paths, names: dict[int, str], cut: Cut, holds: str) -> tuple[Action, Op]:
     edge = cut.edge
     value = graph.objs[cut.node]
@@ -358,16 +364,12 @@ def _action(graph: Graph, paths: Paths, names: dict[int, str], cut: Cut, holds: 
     elif op == "member":
         description = f"remove it from the set {parent_words}"
         kind_op = "member"
-    elif op == "finalizer":
+    elif op in _METHOD_CUTS:  # a cut that is a call on the holder: fin.detach(), f.cache_clear()
+        method, words_template = _METHOD_CUTS[op]
         if parent_python is not None:
-            command = f"{parent_python}.detach()"
-        description = f"detach the finalizer {parent_words}"
-        kind_op = "finalizer"
-    elif op == "cache":
-        if parent_python is not None:
-            command = f"{parent_python}.cache_clear()"
-        description = f"clear the cache of {parent_words} (it fills again on the next calls)"
-        kind_op = "cache"
+            command = f"{parent_python}.{method}()"
+        description = words_template.format(parent_words)
+        kind_op = op
     else:  # attr, child
         if python is not None:
             command = f"{python} = None"
