@@ -331,16 +331,18 @@ def _read_json(path: Path) -> Any:
 
 
 def _check_modules_json(folder: Path) -> None:
+    """Only what sentence-transformers itself cannot do without: a list of modules, each with its type.
+
+    A module's folder may be missing (the published all-MiniLM-L6-v2 lists a
+    ``2_Normalize`` that has none, and loads): whether a module needs one is the
+    library's business, and its error becomes a one-line load error.
+    """
     modules = _read_json(folder / "modules.json")
     if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
         raise SourceError(
             f"{folder.name}/modules.json is not a list of modules with a 'type' each; "
             "re-save the model with SentenceTransformer.save(folder)"
         )
-    for module in modules:
-        inner = folder / str(module.get("path", ""))
-        if not inner.is_dir():
-            raise SourceError(f"{folder.name}/modules.json names the folder {module.get('path')!r}, which is missing")
 
 
 def _check_has_weights(folder: Path) -> None:
@@ -528,6 +530,11 @@ def _hugging_face(path: Path) -> Callable[..., Any]:
         config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
         class_name = auto_class or next(iter(getattr(config, "architectures", None) or []), "AutoModel")
         model_class = getattr(transformers, class_name, None)
+        auto_map = getattr(config, "auto_map", None)
+        if model_class is None and not auto_class and isinstance(auto_map, dict) and auto_map:
+            # a class of the folder's own code (trust_remote_code): the Auto class its config maps to it builds it
+            autos = [key for key in auto_map if key.startswith("AutoModel")]
+            model_class = getattr(transformers, autos[0] if autos else "AutoModel", None)
         if model_class is None:
             raise SourceError(f"transformers has no class {class_name!r} (named by {path.name}/config.json)")
         return model_class.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust, **kwargs)

