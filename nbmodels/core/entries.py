@@ -24,6 +24,7 @@ from nbmodels.core.policy.keepalive import deadline
 from nbmodels.core.release import Released
 from nbmodels.core.reports import ModelInfo
 from nbmodels.core.sources import Source
+from nbmodels.core.storage_origin import MAPPED
 from nbmodels.errors import InvalidArgumentError
 
 log = logging.getLogger("nbmodels")
@@ -126,6 +127,8 @@ class Entry:
                 keep_alive=self.keep_alive,
                 unload_at=self.deadline(),
                 in_use=self.in_use,
+                mapped_bytes=fp.mapped,
+                borrowed_bytes=fp.borrowed,
             )
         return self._info
 
@@ -237,10 +240,11 @@ def canonical_device(device: Any) -> str | None:
 
 
 def live_bytes(watch: Watch) -> dict[str, int]:
-    """Bytes per device of a released model's storages that are still alive."""
+    """Bytes per device of a released model's storages that are still alive (pages mapped from files left out)."""
     live: dict[str, int] = {}
     for record in watch.live_storages():
-        live[record.device] = live.get(record.device, 0) + record.nbytes
+        if record.origin.kind != MAPPED:
+            live[record.device] = live.get(record.device, 0) + record.nbytes
     return live
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 
+from nbmodels.core import storage_origin
 from nbmodels.core.devices import cuda_initialized
 
 log = logging.getLogger("nbmodels")
@@ -32,11 +33,22 @@ class Footprint:
     bytes_by_device: dict[str, int]
     parameters: int | None
     dtypes: tuple[str, ...]
+    mapped: int = 0  # of the CPU bytes, those mapped from a file: page cache, which the OS drops when it needs to
+    borrowed: int = 0  # of the CPU bytes, those a numpy array or buffer owns (torch.from_numpy, torch.frombuffer)
 
     @property
     def devices(self) -> tuple[str, ...]:
         """Devices ordered by the bytes they hold, largest first."""
         return tuple(sorted(self.bytes_by_device, key=lambda d: -self.bytes_by_device[d]))
+
+    @property
+    def resident_by_device(self) -> dict[str, int]:
+        """Bytes per device without those mapped from files: what budgets and eviction count."""
+        if not self.mapped:
+            return self.bytes_by_device
+        resident = dict(self.bytes_by_device)
+        resident["cpu"] = max(resident.get("cpu", 0) - self.mapped, 0)
+        return resident
 
 
 def _tensors_of(obj: Any) -> Iterator[Any]:
@@ -94,6 +106,7 @@ def footprint(obj: Any) -> Footprint:
     """
     torch = sys.modules.get("torch")
     storages: dict[tuple[str, int], int] = {}
+    on_cpu: dict[int, Any] = {}  # the CPU storages, whose memory may be a file's or another object's
     dtypes: set[str] = set()
     found_any = False
     for tensor in _tensors_of(obj):
@@ -106,15 +119,30 @@ def footprint(obj: Any) -> Footprint:
         for part in dense_parts(tensor):
             storage = part.untyped_storage()
             storages[(device, storage.data_ptr())] = storage.nbytes()
+            if device == "cpu":
+                on_cpu[storage.data_ptr()] = storage
     by_device: dict[str, int] = {}
     for (device, _), nbytes in storages.items():
         by_device[device] = by_device.get(device, 0) + nbytes
+    mapped = borrowed = 0
+    for storage, origin in zip(on_cpu.values(), storage_origin.origins(on_cpu.values()), strict=True):
+        if origin.kind == storage_origin.MAPPED:
+            mapped += storage.nbytes()
+        elif origin.kind == storage_origin.BORROWED:
+            borrowed += storage.nbytes()
+    del on_cpu
     parameters: int | None = None
     if torch is not None and isinstance(obj, torch.nn.Module):
         parameters = sum(p.numel() for p in obj.parameters())
     elif found_any:
         parameters = None
-    return Footprint(bytes_by_device=by_device, parameters=parameters, dtypes=tuple(sorted(dtypes)))
+    return Footprint(
+        bytes_by_device=by_device,
+        parameters=parameters,
+        dtypes=tuple(sorted(dtypes)),
+        mapped=mapped,
+        borrowed=borrowed,
+    )
 
 
 # --- readings ---------------------------------------------------------------

@@ -317,3 +317,52 @@ def test_hugging_face_models_are_really_released(
     assert sorted(report.released) == ["bert", "st"]
     assert report.ok, str(report)
     assert all(ref() is None for ref in refs)
+
+
+@pytest.fixture(scope="module")
+def mapped_bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BERT of about 20 MiB, saved as model.safetensors: transformers maps its weights from the file."""
+    folder = tmp_path_factory.mktemp("hf") / "mapped-bert"
+    config = transformers.BertConfig(
+        vocab_size=8000,
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        max_position_embeddings=128,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformers.BertModel(config).save_pretrained(str(folder))
+    return folder
+
+
+def test_weights_mapped_from_model_safetensors_are_told_apart(manager: ModelManager, mapped_bert_folder: Path) -> None:
+    model = manager.load("bert", mapped_bert_folder)
+    info = manager.info("bert")
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert weights > 19 * 2**20
+    assert info.mapped_bytes == weights  # every parameter lies in the file's pages
+    assert info.resident_bytes == info.total_bytes - weights  # the buffers transformers made itself
+    assert f"({info.size.split(' (')[1]}" == f"({info.mapped_bytes / 2**20:.1f} MiB mapped from files)"
+    assert info.rss_delta is not None and info.rss_delta < weights / 2  # mapped, not read: RSS hardly moved
+    del model
+    report = manager.unload("bert")
+    assert report.ok, str(report)
+    assert report.freed_bytes == {"cpu": info.resident_bytes}
+    assert report.not_freed == (
+        f"{weights / 2**20:.1f} MiB mapped from model.safetensors: the OS drops those pages when it needs them",
+    )
+
+
+def test_cpu_budgets_count_what_is_resident_not_mapped(manager: ModelManager, mapped_bert_folder: Path) -> None:
+    manager.load("bert", mapped_bert_folder)
+    info = manager.info("bert")
+    assert info.resident_bytes is not None and info.total_bytes is not None
+    manager.load("small", lambda: torch.nn.Linear(512, 512, bias=False))  # 1 MiB
+    manager.set_max_memory({"cpu": info.resident_bytes + 3 * 2**20})  # far below the mapped size
+    manager.load("more", lambda: torch.nn.Linear(512, 512, bias=False))
+    assert sorted(i.name for i in manager.list()) == ["bert", "more", "small"]  # nothing had to leave
+    manager.set_max_memory({"cpu": info.resident_bytes + int(1.5 * 2**20)})
+    manager.load("third", lambda: torch.nn.Linear(512, 512, bias=False))
+    assert "third" in manager and len(manager.list()) < 4  # over the budget counted resident: one left

@@ -16,7 +16,8 @@ import weakref
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from nbmodels.core import memory
+from nbmodels.core import memory, storage_origin
+from nbmodels.core.storage_origin import OWNED, OWNED_ORIGIN, Origin
 
 
 class StorageRecord(NamedTuple):
@@ -27,6 +28,7 @@ class StorageRecord(NamedTuple):
     device: str
     nbytes: int
     name: str  # the first tensor of the model that uses it: 'fc.weight'
+    origin: Origin = OWNED_ORIGIN  # whose memory it is: only torch's own comes back when it dies
 
     def alive(self) -> bool:
         return not self.ref.expired()
@@ -76,6 +78,7 @@ class Watch:
         self._modules = [ref for ref in map(_weak, modules[1:]) if ref is not None]
         self._tensors: list[weakref.ref[Any]] = []
         storages: dict[int, StorageRecord] = {}
+        kept: list[Any] = []  # the storages, until their origins are read (a file's, a numpy array's, torch's)
         for tensor_name, tensor in named_tensors(model):
             ref = _weak(tensor)
             if ref is not None:
@@ -93,8 +96,14 @@ class Watch:
                     tensor_name,
                 )
                 storages[key] = record
+                kept.append(storage)
                 del storage
-        self.storages = tuple(storages.values())
+        origins = storage_origin.origins(kept)
+        del kept
+        self.storages = tuple(
+            record if origin is OWNED_ORIGIN else record._replace(origin=origin)
+            for record, origin in zip(storages.values(), origins, strict=True)
+        )
         self._counted: set[int] = set()  # storages already reported as freed
 
     # --- what lives ----------------------------------------------------------------------------
@@ -132,13 +141,26 @@ class Watch:
     # --- what came back ------------------------------------------------------------------------
 
     def take_freed(self) -> dict[str, int]:
-        """Bytes per device of storages that died and were not counted before (each is counted once)."""
+        """Bytes per device of torch-owned storages that died and were not counted before (each counted once).
+
+        A storage over a file's pages or another object's memory frees nothing when
+        it dies: :meth:`take_not_owned` counts those.
+        """
         freed: dict[str, int] = {}
         for record in self.storages:
-            if record.key not in self._counted and not record.alive():
+            if record.origin.kind == OWNED and record.key not in self._counted and not record.alive():
                 self._counted.add(record.key)
                 freed[record.device] = freed.get(record.device, 0) + record.nbytes
         return freed
+
+    def take_not_owned(self) -> dict[Origin, int]:
+        """Bytes per origin of storages that died over memory torch does not own (mapped, borrowed), counted once."""
+        let_go: dict[Origin, int] = {}
+        for record in self.storages:
+            if record.origin.kind != OWNED and record.key not in self._counted and not record.alive():
+                self._counted.add(record.key)
+                let_go[record.origin] = let_go.get(record.origin, 0) + record.nbytes
+        return let_go
 
 
 __all__ = ["StorageRecord", "Watch", "named_tensors", "storage_key"]
