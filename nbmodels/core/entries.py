@@ -129,6 +129,7 @@ class Entry:
                 in_use=self.in_use,
                 mapped_bytes=fp.mapped,
                 borrowed_bytes=fp.borrowed,
+                parts=fp.parts,
             )
         return self._info
 

@@ -28,7 +28,7 @@ import weakref
 from collections import deque
 from typing import Any
 
-from nbmodels.core import memory
+from nbmodels.core import composite, memory
 
 SAMPLES = 8
 _LOG_SIZE = 4096
@@ -119,12 +119,19 @@ def _walk(model: Any) -> tuple[frozenset[int], list[Any], int | None]:
     which walk the tree three times through generators.
     """
     torch = sys.modules.get("torch")
-    if torch is None or not isinstance(model, torch.nn.Module):
-        return frozenset(), memory.tensors_of(model), None
+    if torch is None:
+        return frozenset(), [], None
+    if not isinstance(model, torch.nn.Module):  # a composite's modules, so that a change to one is noticed
+        return _tree(composite.modules(model))[0], memory.tensors_of(model), None
+    return _tree([model])
+
+
+def _tree(roots: list[Any]) -> tuple[frozenset[int], list[Any], int]:
+    """The walk of :func:`_walk` over module trees from ``roots``."""
     modules: set[int] = set()
     tensors: dict[int, Any] = {}
     parameters = 0
-    stack = [model]
+    stack = list(reversed(roots))
     while stack:
         module = stack.pop()
         if id(module) in modules:

@@ -18,12 +18,27 @@ from typing import Any
 
 import psutil
 
-from nbmodels.core import storage_origin
+from nbmodels.core import composite, storage_origin
 from nbmodels.core.devices import cuda_initialized
 
 log = logging.getLogger("nbmodels")
 
 _MAX_WALK_ITEMS = 100_000
+
+
+@dataclass(frozen=True)
+class PartSize:
+    """One part of a composite model: its name there, its class, its bytes and parameters (None: unknown)."""
+
+    name: str
+    class_name: str
+    nbytes: int
+    parameters: int | None
+
+    def line(self) -> str:
+        """``unet: UNet2DModel, 32.0 MiB, 8,388,608 params``."""
+        params = f"{self.parameters:,} params" if self.parameters is not None else "params ?"
+        return f"{self.name}: {self.class_name}, {format_bytes(self.nbytes)}, {params}"
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,7 @@ class Footprint:
     dtypes: tuple[str, ...]
     mapped: int = 0  # of the CPU bytes, those mapped from a file: page cache, which the OS drops when it needs to
     borrowed: int = 0  # of the CPU bytes, those a numpy array or buffer owns (torch.from_numpy, torch.frombuffer)
+    parts: tuple[PartSize, ...] = ()  # a composite's parts (a pipeline's unet and vae), each measured alone
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -79,6 +95,13 @@ def _tensors_of(obj: Any) -> Iterator[Any]:
             elif isinstance(item, torch.nn.Module):
                 yield from item.parameters()
                 yield from item.buffers()
+        return
+    for _, part in composite.parts(obj):  # a pipeline, an object holding models as attributes
+        if isinstance(part, torch.nn.Module):
+            yield from part.parameters()
+            yield from part.buffers()
+        else:
+            yield part
 
 
 def dense_parts(tensor: Any) -> list[Any]:
@@ -132,17 +155,30 @@ def footprint(obj: Any) -> Footprint:
             borrowed += storage.nbytes()
     del on_cpu
     parameters: int | None = None
+    parts: tuple[PartSize, ...] = ()
     if torch is not None and isinstance(obj, torch.nn.Module):
         parameters = sum(p.numel() for p in obj.parameters())
-    elif found_any:
-        parameters = None
+    elif found_any and (not isinstance(obj, dict | list | tuple) or composite.has_modules(obj)):
+        named = composite.parts(obj)
+        owners = [part for _, part in named if isinstance(part, torch.nn.Module)]  # type: ignore[union-attr]
+        if owners:  # the parameters of its models, each once (a dict of plain tensors has none to count)
+            unique = {id(p): p.numel() for module in owners for p in module.parameters()}
+            parameters = sum(unique.values())
+        parts = tuple(_part_size(name, part) for name, part in named)
+        del named, owners
     return Footprint(
         bytes_by_device=by_device,
         parameters=parameters,
         dtypes=tuple(sorted(dtypes)),
         mapped=mapped,
         borrowed=borrowed,
+        parts=parts,
     )
+
+
+def _part_size(name: str, part: Any) -> PartSize:
+    measured = footprint(part)
+    return PartSize(name, type(part).__name__, sum(measured.bytes_by_device.values()), measured.parameters)
 
 
 # --- readings ---------------------------------------------------------------

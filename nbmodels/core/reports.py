@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from nbmodels.core.holders.records import Action, Holder, RemovalPlan
-from nbmodels.core.memory import format_bytes
+from nbmodels.core.memory import PartSize, format_bytes
 
 
 def _text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -88,6 +88,7 @@ class ModelInfo:
     in_use: bool = False  # a call through its handle (or the cell that used it) is still running
     mapped_bytes: int = 0  # of its CPU bytes, those mapped from a file (page cache the OS drops when it needs to)
     borrowed_bytes: int = 0  # of its CPU bytes, those a numpy array or buffer owns (torch.from_numpy, frombuffer)
+    parts: tuple[PartSize, ...] = ()  # a composite's parts (a pipeline's unet and vae), each measured alone
 
     @property
     def where(self) -> str:

@@ -151,3 +151,27 @@ def test_the_published_all_minilm_l6_v2_folder_loads_by_magic(
     run(ip, f"%load_model e {folder}")
     assert "e: SentenceTransformer on cpu" in capsys.readouterr().out
     assert type(mgr.get("e")).__name__ == "SentenceTransformer"
+
+
+class TwoModels:
+    """A pipeline-like object: not a module, two models as attributes."""
+
+    def __init__(self) -> None:
+        self.unet = torch.nn.Linear(256, 256, bias=False)
+        self.vae = torch.nn.Linear(128, 128, bias=False)
+
+    @classmethod
+    def make(cls) -> TwoModels:
+        return cls()
+
+
+def test_model_info_lists_the_parts_of_a_composite(
+    ip: InteractiveShell, mgr: ModelManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.user_ns["make_pipe"] = TwoModels.make
+    run(ip, "%load_model pipe make_pipe")
+    assert "pipe: TwoModels on cpu, 81,920 params, 320.0 KiB" in capsys.readouterr().out
+    run(ip, "%model_info pipe")
+    out = capsys.readouterr().out
+    lines = [" ".join(line.split()) for line in out.splitlines() if "Linear," in line]
+    assert lines == ["parts unet: Linear, 256.0 KiB, 65,536 params", "vae: Linear, 64.0 KiB, 16,384 params"]

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from nbmodels.core import memory, storage_origin
+from nbmodels.core import composite, memory, storage_origin
 from nbmodels.core.storage_origin import OWNED, OWNED_ORIGIN, Origin
 
 
@@ -61,6 +61,14 @@ def named_tensors(model: Any) -> Iterator[tuple[str, Any]]:
         yield from model.named_parameters(remove_duplicate=False)
         yield from model.named_buffers(remove_duplicate=False)
         return
+    if not isinstance(model, dict | list | tuple):
+        for part_name, part in composite.parts(model):  # a pipeline's unet: 'unet.conv.weight'
+            if isinstance(part, torch.nn.Module):
+                yield from ((f"{part_name}.{name}", t) for name, t in part.named_parameters(remove_duplicate=False))
+                yield from ((f"{part_name}.{name}", t) for name, t in part.named_buffers(remove_duplicate=False))
+            else:
+                yield part_name, part
+        return
     for index, tensor in enumerate(memory.tensors_of(model)):
         yield f"tensor {index}", tensor
 
@@ -74,8 +82,12 @@ class Watch:
         self.name = name
         self._model = _weak(model)
         torch = sys.modules.get("torch")
-        modules = list(model.modules()) if torch is not None and isinstance(model, torch.nn.Module) else []
-        self._modules = [ref for ref in map(_weak, modules[1:]) if ref is not None]
+        if torch is not None and isinstance(model, torch.nn.Module):
+            modules = list(model.modules())[1:]
+        else:  # a composite (a pipeline, a dict of models): every module of every part is a part of it
+            modules = list({id(m): m for part in composite.modules(model) for m in part.modules()}.values())
+        self._modules = [ref for ref in map(_weak, modules) if ref is not None]
+        del modules
         self._tensors: list[weakref.ref[Any]] = []
         storages: dict[int, StorageRecord] = {}
         kept: list[Any] = []  # the storages, until their origins are read (a file's, a numpy array's, torch's)
