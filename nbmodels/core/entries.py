@@ -130,6 +130,7 @@ class Entry:
                 mapped_bytes=fp.mapped,
                 borrowed_bytes=fp.borrowed,
                 parts=fp.parts,
+                unmeasured=fp.unmeasured,
             )
         return self._info
 

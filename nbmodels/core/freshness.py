@@ -126,17 +126,19 @@ def _walk(model: Any) -> tuple[frozenset[int], list[Any], int | None]:
     return _tree([model])
 
 
-def _tree(roots: list[Any]) -> tuple[frozenset[int], list[Any], int]:
-    """The walk of :func:`_walk` over module trees from ``roots``."""
+def _tree(roots: list[Any]) -> tuple[frozenset[int], list[Any], int | None]:
+    """The walk of :func:`_walk` over module trees from ``roots`` (no parameter count for a quantized one)."""
     modules: set[int] = set()
     tensors: dict[int, Any] = {}
     parameters = 0
+    packed = False  # a quantized module keeps weights outside its registries: measured the slow way
     stack = list(reversed(roots))
     while stack:
         module = stack.pop()
         if id(module) in modules:
             continue
         modules.add(id(module))
+        packed = packed or "quantized" in type(module).__module__
         for parameter in module._parameters.values():
             if parameter is not None and id(parameter) not in tensors:
                 tensors[id(parameter)] = parameter
@@ -145,7 +147,7 @@ def _tree(roots: list[Any]) -> tuple[frozenset[int], list[Any], int]:
             if buffer is not None:
                 tensors.setdefault(id(buffer), buffer)
         stack.extend(child for child in reversed(module._modules.values()) if child is not None)
-    return frozenset(modules), list(tensors.values()), parameters
+    return frozenset(modules), list(tensors.values()), None if packed else parameters
 
 
 class Measurement:

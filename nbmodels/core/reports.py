@@ -89,6 +89,7 @@ class ModelInfo:
     mapped_bytes: int = 0  # of its CPU bytes, those mapped from a file (page cache the OS drops when it needs to)
     borrowed_bytes: int = 0  # of its CPU bytes, those a numpy array or buffer owns (torch.from_numpy, frombuffer)
     parts: tuple[PartSize, ...] = ()  # a composite's parts (a pipeline's unet and vae), each measured alone
+    unmeasured: tuple[str, ...] = ()  # kinds of weights it holds that cannot be measured ("packed weights")
 
     @property
     def where(self) -> str:
@@ -123,7 +124,17 @@ class ModelInfo:
             text += f" ({format_bytes(self.mapped_bytes)} mapped from files)"
         if self.borrowed_bytes:
             text += f" ({format_bytes(self.borrowed_bytes)} borrowed from numpy or buffers)"
+        if self.unmeasured:
+            known = f"{text} + " if self.total_bytes else ""
+            return f"{known}size unknown: {', '.join(self.unmeasured)}"
         return text
+
+    @property
+    def params(self) -> str:
+        """The parameter count in words: ``1,024``, ``?`` when unknown or when some weights cannot be counted."""
+        if self.parameters is None or self.unmeasured:
+            return "?"
+        return f"{self.parameters:,}"
 
     @property
     def device(self) -> str | None:
@@ -132,7 +143,7 @@ class ModelInfo:
 
     def summary(self) -> str:
         """One line: name, device, parameters, size, load time."""
-        params = f"{self.parameters:,} params" if self.parameters is not None else "params ?"
+        params = "params ?" if self.params == "?" else f"{self.params} params"
         return (
             f"{self.name}: {self.class_name} on {self.device or '?'}, {params}, "
             f"{self.size}, loaded in {self.load_seconds:.2f}s"
@@ -145,7 +156,7 @@ class ModelInfo:
             self.class_name,
             ",".join(self.devices) or "?",
             ",".join(self.dtypes) or "?",
-            f"{self.parameters:,}" if self.parameters is not None else "?",
+            self.params,
             self.size,
             f"{self.load_seconds:.2f}s",
             _ago(self.last_used),

@@ -106,7 +106,7 @@ class ModelDetails(ModelInfo):
             ("class", self.class_name),
             ("device", ", ".join(self.devices) or "?"),
             ("dtype", ", ".join(self.dtypes) or "?"),
-            ("parameters", f"{self.parameters:,}" if self.parameters is not None else "?"),
+            ("parameters", self.params),
             ("size", f"{self.size} ({per_device(self.bytes_by_device)})"),
             *[("parts" if i == 0 else "", part.line()) for i, part in enumerate(self.parts)],
             ("RSS change at load", format_bytes(self.rss_delta)),

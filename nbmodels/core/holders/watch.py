@@ -34,6 +34,18 @@ class StorageRecord(NamedTuple):
         return not self.ref.expired()
 
 
+class _PackedRef:
+    """A weak reference to packed weights (a ``torch.ScriptObject``) that answers as a StorageWeakRef does."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, obj: Any) -> None:
+        self._ref = weakref.ref(obj)
+
+    def expired(self) -> bool:
+        return self._ref() is None
+
+
 def _weak(obj: Any) -> weakref.ref[Any] | None:
     try:
         return weakref.ref(obj)
@@ -112,10 +124,19 @@ class Watch:
                 del storage
         origins = storage_origin.origins(kept)
         del kept
-        self.storages = tuple(
-            record if origin is OWNED_ORIGIN else record._replace(origin=origin)
-            for record, origin in zip(storages.values(), origins, strict=True)
+        packed = [  # quantized weights live in C++ objects outside any storage: watched by weak reference
+            StorageRecord(_PackedRef(item.obj), id(item.obj), item.device, item.nbytes, f"{item.name} (packed)")
+            for item in memory.packed_weights(model)
+            if item.nbytes is not None
+        ]
+        self.storages = (
+            *(
+                record if origin is OWNED_ORIGIN else record._replace(origin=origin)
+                for record, origin in zip(storages.values(), origins, strict=True)
+            ),
+            *packed,
         )
+        del packed
         self._counted: set[int] = set()  # storages already reported as freed
 
     # --- what lives ----------------------------------------------------------------------------
