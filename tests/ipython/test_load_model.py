@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import re
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -175,3 +176,17 @@ def test_model_info_lists_the_parts_of_a_composite(
     out = capsys.readouterr().out
     lines = [" ".join(line.split()) for line in out.splitlines() if "Linear," in line]
     assert lines == ["parts unet: Linear, 256.0 KiB, 65,536 params", "vae: Linear, 64.0 KiB, 16,384 params"]
+
+
+def test_torch_save_of_the_demo_transformer_handle_loads_back(
+    ip: InteractiveShell, mgr: ModelManager, tmp_path: Path
+) -> None:
+    # The README tour's own model: its class must be importable for pickle, not local to a function.
+    run(ip, "%load_model lm demo:transformer --as m")
+    path = tmp_path / "lm.pt"
+    run(ip, f"import torch\ntorch.save(m, {str(path)!r})")
+    loaded = torch.load(path, weights_only=False)
+    assert type(loaded).__module__ == "nbmodels.core.demo_models"
+    original = unwrap(ip.user_ns["m"])
+    tokens = torch.tensor([[1, 2, 3]])
+    assert torch.equal(loaded(tokens), original(tokens))
