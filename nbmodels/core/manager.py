@@ -309,6 +309,7 @@ class ModelManager(Budgeting, Keeping):
             self._room_before_load(name, spec)
             entry = self._load_rescued(name, spec, lambda: self._run_loader(name, spec, pin=pin, on_release=on_release))
             entry.keep_alive = keep_alive
+            entry.awaiting_use = True  # the load is not a use: the first use starts keep-alive's countdown
             with self._room_lock:
                 self._room_after_load(name, entry)  # its evictions are events already
                 with self._lock:
