@@ -129,10 +129,29 @@ def parse_line(func: Callable[..., Any], magic: str, line: str) -> argparse.Name
         parsed: argparse.Namespace = parser.parse_args(words)
         return parsed
     except UsageError as exc:
-        message = f"{one_line(exc)} (see %{magic}?)"
+        message = f"{one_line(exc)}{_quote_hint(magic, words, str(exc))} (see %{magic}?)"
     except SystemExit:  # argparse exits on some errors; a magic must never end the kernel
         message = f"cannot parse {line.strip()!r} (see %{magic}?)"
     _usage(magic, message)
+
+
+def _quote_hint(magic: str, words: list[str], error: str) -> str:
+    """``; a path with spaces must be quoted: %load_model clf "models/tiny bert"``, when words look split.
+
+    A path with spaces, pasted in by ``{model_dir}`` (papermill parameters), splits
+    into words argparse does not expect.
+    """
+    if "unrecognized arguments" not in error:
+        return ""
+    for start in range(len(words)):
+        for end in range(len(words), start + 1, -1):
+            joined = " ".join(words[start:end])
+            if not joined.startswith("-") and os.path.exists(os.path.expanduser(joined)):
+                quoted = [*words[:start], shlex.quote(joined), *words[end:]]
+                return f"; a path with spaces must be quoted: %{magic} {' '.join(quoted)}"
+    if any("/" in word or os.sep in word for word in words):
+        return '; if a path has spaces, quote it ("...")'
+    return ""
 
 
 _NOT_PARSED = object()
