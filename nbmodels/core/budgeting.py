@@ -508,6 +508,7 @@ class Budgeting(ManagerState):
 
     def _load_rescued(self, name: str, spec: Spec, run: Callable[[], Entry]) -> Entry:
         """``run()`` the load; if it runs out of memory while other models sit on its device, evict them, retry once."""
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         failed: ModelLoadError | None = None
         try:
             return run()

@@ -75,6 +75,7 @@ class Source:
         return self.origin if self.origin is not None else self.text
 
     def load(self, *, trust: bool, kwargs: dict[str, Any]) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         return self.loader(trust=trust, **kwargs)
 
 
@@ -143,6 +144,7 @@ def _looks_like_path(text: str) -> bool:
 
 def _call(factory: Callable[..., Any]) -> Callable[..., Any]:
     def load(*, trust: bool, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         return factory(**kwargs)
 
     return load
@@ -254,6 +256,7 @@ def _plugin_loaders() -> dict[str, importlib.metadata.EntryPoint]:
 
 def _plugin(entry_point: importlib.metadata.EntryPoint, target: str) -> Callable[..., Any]:
     def load(*, trust: bool, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         return entry_point.load()(target, **kwargs)
 
     return load
@@ -278,6 +281,7 @@ def import_object(module_name: str, attribute: str) -> Any:
 
 def _import_factory(module_name: str, attribute: str) -> Callable[..., Any]:
     def load(*, trust: bool, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         factory = import_object(module_name, attribute)
         if not callable(factory):
             raise SourceError(f"{module_name}:{attribute} is a {type(factory).__name__}, not a callable factory")
@@ -461,6 +465,7 @@ def _apply_state_dict(path: Path, state: dict[str, Any], arch: Any, kwargs: dict
 
 def _safetensors(path: Path) -> Callable[..., Any]:
     def load(*, trust: bool, arch: Any = None, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -491,6 +496,7 @@ def _unpickling_detail(text: str) -> str:
 
 def _checkpoint(path: Path) -> Callable[..., Any]:
     def load(*, trust: bool, arch: Any = None, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         import torch
 
         if is_torchscript(path):
@@ -521,6 +527,7 @@ def _checkpoint(path: Path) -> Callable[..., Any]:
 
 def _hugging_face(path: Path) -> Callable[..., Any]:
     def load(*, trust: bool, auto_class: str | None = None, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         try:
             import transformers
         except ImportError as exc:
@@ -544,6 +551,7 @@ def _hugging_face(path: Path) -> Callable[..., Any]:
 
 def _sentence_transformer(path: Path) -> Callable[..., Any]:
     def load(*, trust: bool, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:

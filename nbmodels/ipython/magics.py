@@ -290,6 +290,7 @@ class NBModelsMagics(Magics):
         chain (and keep alive) the original exception and its frames; a loader's
         traceback is kept as text for ``%tb`` (see :class:`LoaderUsageError`).
         """
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         details: list[str] = []
         try:
             return call()
@@ -440,6 +441,7 @@ class NBModelsMagics(Magics):
             %load_model clf --as model
             %load_model big mypkg.models:build --isolate --device cuda
         """
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         args = parse_line(self.load_model, "load_model", line)
         keywords = parse_keywords(args.kw)
         if args.var is not None and (not args.var.isidentifier() or keyword.iskeyword(args.var)):
@@ -457,25 +459,25 @@ class NBModelsMagics(Magics):
             _usage("load_model", one_line(exc))
         placement = {"device": args.device, "dtype": args.dtype}
         placement.update(self._default_placement(manager, args.name, placement))
-        with _evictions_for(manager, args.name) as evicted:
-            model = self._call(
-                "load_model",
-                with_progress(  # a bar in the notebook while a load takes more than a second
-                    args.name,
-                    lambda: manager.load(
-                        args.name,
-                        source,
-                        trust=args.trust,
-                        pin=args.pin,
-                        reload=args.reload,
-                        runner=runner,
-                        keep_alive=args.keep_alive,
-                        **placement,
-                        **keywords,
-                    ),
-                ),
-                name=args.name,
+
+        def load() -> Any:
+            __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
+            return manager.load(
+                args.name,
+                source,
+                trust=args.trust,
+                pin=args.pin,
+                reload=args.reload,
+                runner=runner,
+                keep_alive=args.keep_alive,
+                **placement,
+                **keywords,
             )
+
+        with _evictions_for(manager, args.name) as evicted:
+            # a bar in the notebook while a load takes more than a second
+            model = self._call("load_model", with_progress(args.name, load), name=args.name)
+            del load
         for line in evicted:  # another model left to make room: the user must hear of it, verbose or not
             print(line)
         handle = ModelHandle(args.name, model, manager)

@@ -190,3 +190,16 @@ def test_torch_save_of_the_demo_transformer_handle_loads_back(
     original = unwrap(ip.user_ns["m"])
     tokens = torch.tensor([[1, 2, 3]])
     assert torch.equal(loaded(tokens), original(tokens))
+
+
+def test_an_interrupted_load_shows_the_users_frames_not_ours(ip: InteractiveShell, mgr: ModelManager) -> None:
+    from IPython.utils.capture import capture_output
+
+    ip.run_cell("def make():\n    raise KeyboardInterrupt  # Ctrl+C in the middle of the user's loader\n")
+    with capture_output() as shown:
+        ip.run_cell("%load_model x make")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", shown.stdout + shown.stderr)
+    assert "KeyboardInterrupt" in text and "in make()" in text  # the user's frame, where it stopped
+    assert "nbmodels" not in text.replace("%load_model", ""), text  # none of nbmodels' own frames
+    assert "skipping hidden" in text
+    assert "x" not in mgr and mgr.loading() == []
