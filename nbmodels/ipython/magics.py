@@ -54,7 +54,7 @@ from nbmodels.errors import (
 from nbmodels.ipython.config import NBModels
 from nbmodels.ipython.handle import ModelHandle
 from nbmodels.ipython.progress import with_progress
-from nbmodels.ipython.views import EchoGuard, ModelDetails, ModelTable, display
+from nbmodels.ipython.views import EchoGuard, ModelDetails, ModelTable, display, note_action_result
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -494,6 +494,7 @@ class NBModelsMagics(Magics):
             if args.var is not None:
                 text += f" -> {args.var}"
             print(text)
+        note_action_result(handle)
         return handle
 
     @line_magic
@@ -561,6 +562,7 @@ class NBModelsMagics(Magics):
         options = self._release_options("unload_model", args)
         report = self._call("unload_model", lambda: manager.unload(args.name, **options), name=args.name)
         display(report)
+        note_action_result(report)
         return report
 
     @line_magic
@@ -590,6 +592,7 @@ class NBModelsMagics(Magics):
             display(report)
         if report.pending:
             print(f"(%model_cleanup --wait waits for {', '.join(report.pending)} and releases it too)")
+        note_action_result(report)
         return report
 
     @line_magic
