@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbmodels.core import folder_sources
 from nbmodels.core.demo import DEMO_MODELS
 from nbmodels.errors import InvalidArgumentError, SourceError, UnknownKeywordError, UnsafeCheckpointError
 
@@ -299,6 +300,14 @@ def _path_source(path: Path) -> Source:
         raise SourceError(f"no such file or folder: {str(path)!r}")
     text = str(path)
     if path.is_dir():
+        if (path / folder_sources.DIFFUSERS_INDEX).is_file():
+            _read_json(path / folder_sources.DIFFUSERS_INDEX)
+            loader = folder_sources.diffusers_pipeline(path)
+            return Source(text, text, loader, prepare=folder_sources.prepare("diffusers"))
+        if (path / folder_sources.ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file():
+            _read_json(path / folder_sources.ADAPTER_CONFIG)
+            loader = folder_sources.peft_adapter(path, lambda base: _path_source(base).loader)
+            return Source(text, text, loader, prepare=folder_sources.prepare("peft"))
         if (path / "modules.json").is_file():
             _check_modules_json(path)
             return Source(text, text, _sentence_transformer(path), prepare=_importer("sentence_transformers"))
@@ -307,8 +316,8 @@ def _path_source(path: Path) -> Source:
             _check_has_weights(path)
             return Source(text, text, _hugging_face(path), prepare=_transformers_importer(config))
         raise SourceError(
-            f"folder {text!r} has neither config.json (a Hugging Face model) "
-            "nor modules.json (a sentence-transformers model)"
+            f"folder {text!r} has neither config.json (a Hugging Face model), modules.json (a sentence-transformers "
+            "model), model_index.json (a diffusers pipeline) nor adapter_config.json (a PEFT adapter)"
         )
     suffix = path.suffix.lower()
     if suffix == ".safetensors":

@@ -366,3 +366,124 @@ def test_cpu_budgets_count_what_is_resident_not_mapped(manager: ModelManager, ma
     manager.set_max_memory({"cpu": info.resident_bytes + int(1.5 * 2**20)})
     manager.load("third", lambda: torch.nn.Linear(512, 512, bias=False))
     assert "third" in manager and len(manager.list()) < 4  # over the budget counted resident: one left
+
+
+# --- PEFT adapters and diffusers pipelines --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adapter_folder(bert_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter over the tiny BERT, saved by PEFT itself (its config names the base folder)."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    folder = tmp_path_factory.mktemp("peft") / "lora"
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers renames a method peft calls
+        torch.manual_seed(0)
+        base = transformers.BertModel.from_pretrained(str(bert_folder))
+        config = LoraConfig(r=4, target_modules=["query", "value"], init_lora_weights=False)
+        get_peft_model(base, config).save_pretrained(str(folder))
+    return folder
+
+
+# peft 0.21 asks transformers 5 for a renamed property (a FutureWarning of theirs, not of nbmodels)
+peft_on_transformers_5 = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+
+
+def lora_output(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([[2, 5, 6, 3]])).last_hidden_state  # type: ignore[no-any-return]
+
+
+@peft_on_transformers_5
+def test_a_peft_adapter_folder_loads_its_base_with_the_adapter_on(
+    manager: ModelManager, adapter_folder: Path, bert_folder: Path
+) -> None:
+    from peft import PeftModel
+
+    config = json.loads((adapter_folder / "adapter_config.json").read_text())
+    assert Path(config["base_model_name_or_path"]) == bert_folder
+    model = manager.load("ad", adapter_folder)
+    assert isinstance(model, PeftModel)
+    base = manager.load("base", bert_folder)
+    assert not torch.allclose(lora_output(model), lora_output(base))  # the adapter changes what it computes
+    info = manager.info("ad")
+    assert info.parameters == sum(p.numel() for p in model.parameters()) > sum(p.numel() for p in base.parameters())
+
+
+@peft_on_transformers_5
+def test_merge_merges_the_adapter_into_a_plain_model(manager: ModelManager, adapter_folder: Path) -> None:
+    adapted = manager.load("ad", adapter_folder)
+    merged = manager.load("merged", adapter_folder, merge=True)
+    assert type(merged).__name__ == "BertModel"
+    assert torch.allclose(lora_output(merged), lora_output(adapted), atol=1e-5)
+
+
+@peft_on_transformers_5
+def test_an_adapter_whose_base_is_missing_says_how_to_give_it(
+    manager: ModelManager, adapter_folder: Path, bert_folder: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "moved-lora"
+    shutil.copytree(adapter_folder, folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "someone/base-on-the-hub"
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(SourceError, match=r"'someone/base-on-the-hub'.*--kw base=PATH") as caught:
+        manager.load("ad", folder)
+    assert "\n" not in str(caught.value) and "ad" not in manager
+    model = manager.load("ad", folder, base=str(bert_folder))  # --kw base=PATH
+    assert type(model).__name__ == "PeftModel"
+
+
+@pytest.fixture(scope="module")
+def pipeline_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny diffusers pipeline (a UNet and a scheduler) built from configs and saved by diffusers."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    folder = tmp_path_factory.mktemp("diffusers") / "tiny-ddpm"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        unet = UNet2DModel(
+            sample_size=8,
+            in_channels=3,
+            out_channels=3,
+            layers_per_block=1,
+            block_out_channels=(8, 16),
+            down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"),
+            norm_num_groups=4,
+        )
+        DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=10)).save_pretrained(str(folder))
+    return folder
+
+
+def test_a_diffusers_folder_loads_as_a_pipeline_of_parts(manager: ModelManager, pipeline_folder: Path) -> None:
+    pipe = manager.load("pipe", pipeline_folder)
+    assert type(pipe).__name__ == "DDPMPipeline"
+    info = manager.info("pipe")
+    assert [part.name for part in info.parts] == ["unet"]  # the scheduler holds no weights
+    assert info.total_bytes == unique_storage_bytes(pipe.unet) and info.total_bytes > 0
+    assert info.parameters == sum(p.numel() for p in pipe.unet.parameters())
+    ref = weakref.ref(pipe.unet)
+    del pipe
+    report = manager.unload("pipe")
+    assert report.ok and ref() is None, str(report)
+
+
+def test_a_diffusers_folder_takes_a_dtype(manager: ModelManager, pipeline_folder: Path) -> None:
+    pipe = manager.load("pipe", pipeline_folder, dtype="float16")
+    assert pipe.unet.dtype == torch.float16
+    assert manager.info("pipe").dtypes == ("float16",)
+
+
+@pytest.mark.parametrize(("folder", "package"), [("adapter_folder", "peft"), ("pipeline_folder", "diffusers")])
+def test_a_missing_library_is_a_one_line_error_that_names_it(
+    manager: ModelManager, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, folder: str, package: str
+) -> None:
+    path = request.getfixturevalue(folder)
+    monkeypatch.setitem(sys.modules, package, None)  # as if it were not installed: its import fails
+    with pytest.raises(SourceError, match=rf"install {package}: pip install {package}") as caught:
+        manager.load("x", path)
+    assert "\n" not in str(caught.value) and "x" not in manager
