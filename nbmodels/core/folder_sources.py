@@ -79,12 +79,13 @@ def diffusers_pipeline(path: Path) -> Callable[..., Any]:
 
 def adapter_base(path: Path, config: Any, given: Any) -> Path:
     """The base model's folder: ``base=`` when given, else the one ``adapter_config.json`` names."""
-    named = (
-        given if given is not None else (config.get("base_model_name_or_path") if isinstance(config, dict) else None)
-    )
+    named = given
+    if named is None and isinstance(config, dict):
+        named = config.get("base_model_name_or_path")
     if not named:
         raise SourceError(
-            f"{path.name}/{ADAPTER_CONFIG} names no base model; give its folder with --kw base=PATH (base=... in Python)"
+            f"{path.name}/{ADAPTER_CONFIG} names no base model; give its folder with --kw base=PATH "
+            "(base=... in Python)"
         )
     base = Path(str(named)).expanduser()
     if not base.is_absolute() and given is None:
