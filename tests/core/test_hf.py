@@ -487,3 +487,18 @@ def test_a_missing_library_is_a_one_line_error_that_names_it(
     with pytest.raises(SourceError, match=rf"install {package}: pip install {package}") as caught:
         manager.load("x", path)
     assert "\n" not in str(caught.value) and "x" not in manager
+
+
+def test_what_sentence_transformers_save_writes_loads_with_a_normalize_module(
+    manager: ModelManager, bert_folder: Path, tmp_path: Path
+) -> None:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules
+
+    word = modules.Transformer(str(bert_folder), max_seq_length=32)
+    pooling = modules.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
+    folder = tmp_path / "normalized"
+    SentenceTransformer(modules=[word, pooling, modules.Normalize()], device="cpu").save(str(folder))
+    model = manager.load("st", folder)
+    embeddings = model.encode(["hello world"], convert_to_tensor=True)
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(1), atol=1e-4)
