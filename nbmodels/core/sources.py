@@ -129,7 +129,8 @@ def from_namespace(source: Any, namespace: Mapping[str, Any]) -> Any:
     value = namespace[source]
     torch = sys.modules.get("torch")
     built = torch is not None and isinstance(value, torch.nn.Module)
-    builds = not isinstance(value, type) or (torch is not None and issubclass(value, torch.nn.Module))
+    # a class builds a model when called (a module, a pipeline holding models); a builtin type does not
+    builds = not isinstance(value, type) or value.__module__ != "builtins"
     if built or not callable(value) or not builds:
         kind = "a model that is already built" if built else f"an object of type {type(value).__name__}"
         raise SourceError(

@@ -103,3 +103,10 @@ def test_a_path_with_spaces_that_split_says_to_quote_it(
     assert "clf" in mgr
     with pytest.raises(UsageError, match=r'if a path has spaces, quote it \("\.\.\."\)'):
         ip.run_line_magic("load_model", "other models/no such thing")
+
+
+def test_a_builtin_type_in_the_notebook_is_no_factory(ip: InteractiveShell, mgr: ModelManager) -> None:
+    ip.user_ns["table"] = dict
+    with pytest.raises(UsageError, match=r"'table' in the notebook is an object of type type, not a function"):
+        ip.run_line_magic("load_model", "t table")
+    assert "t" not in mgr
