@@ -119,6 +119,9 @@ def read_maps() -> tuple[Region, ...]:
 # --- the deleter of a storage ------------------------------------------------------------------------
 
 
+_word = ctypes.c_uint64.from_address
+
+
 def _words(storage: Any) -> tuple[int, ...]:
     return tuple((ctypes.c_uint64 * _WORDS).from_address(int(storage._cdata)))
 
@@ -163,16 +166,21 @@ def allocator_owned(storage: Any) -> bool | None:
     if layout is None:
         return None
     index, default = layout
-    return _words(storage)[index] == default
+    return _word(int(storage._cdata) + 8 * index).value == default
 
 
 def origins(storages: Iterable[Any]) -> list[Origin]:
     """The origin of each storage; ``/proc/self/maps`` is read once, and only when a storage is not torch's."""
     regions: tuple[Region, ...] | None = None
     found = []
+    layout = _layout()
+    if layout is None:
+        return [OWNED_ORIGIN for _ in storages]
+    index, default = layout
+    offset = 8 * index
     for storage in storages:
         origin = OWNED_ORIGIN
-        if storage.device.type == "cpu" and storage.nbytes() and allocator_owned(storage) is False:
+        if _word(int(storage._cdata) + offset).value != default and storage.device.type == "cpu" and storage.nbytes():
             if regions is None:
                 regions = read_maps()
             region = region_at(regions, int(storage.data_ptr()))
