@@ -10,6 +10,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from nbmodels import ModelManager
+from nbmodels.ipython import ModelHandle
 from tests.ipython.conftest import run
 from tests.ipython.kernels import TIMEOUT, kernel
 
@@ -51,5 +52,6 @@ def test_loaded_by_the_cell_that_loads_a_model_leaves_nothing_in_out(ip: Interac
     ip.run_line_magic("unload_ext", "nbmodels")
     run(ip, "%load_ext nbmodels\n%load_model x demo:mlp")
     assert "x" in mgr
-    assert dict(ip.user_ns["Out"]) == {} and ip.user_ns["_"] == ""
+    assert dict(ip.user_ns["Out"]) == {}
+    assert not isinstance(ip.user_ns.get("_"), ModelHandle)
     assert run(ip, "r = %unload_model x\nr") is not None  # shown on purpose: the next cell is not guarded
