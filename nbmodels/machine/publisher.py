@@ -11,7 +11,9 @@ answers ``{"request": "free"}`` from another process of the same user by
 releasing every model, on the server's own thread, so a kernel that is busy
 with a long cell still frees: the manager is thread-safe. A model the running
 cell still uses is listed in the answer as still in use, and its memory comes
-back when the cell lets go (the next state file says so).
+back when the cell lets go (the next state file says so). ``{"request": "release"}``
+releases one model or all, with force and dry run (the JupyterLab server
+extension's Unload and Free buttons).
 """
 
 from __future__ import annotations
@@ -259,9 +261,42 @@ class Publisher:
             report = self.manager.cleanup()
             self.write()  # the state file says so before the answer does
             return free_reply(report, busy=busy, pid=self.pid)
+        if kind == "release":
+            return self._release(request)
         if kind == "state":
             return {"ok": True, "state": self.snapshot().to_json()}
-        return {"ok": False, "error": f"unknown request {kind!r} (this kernel knows 'free' and 'state')"}
+        return {"ok": False, "error": f"unknown request {kind!r} (this kernel knows 'free', 'release' and 'state')"}
+
+    def _release(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``{"request": "release", "name": NAME or null (every model), "force": bool, "dry_run": bool}``.
+
+        A request kind of its own, not options of ``free``: an older kernel answers
+        "unknown request" to it instead of freeing for real what was a dry run.
+        Force edits the notebook's variables, so it runs only between cells.
+        """
+        name, force, dry_run = request.get("name"), request.get("force", False), request.get("dry_run", False)
+        if (name is not None and not isinstance(name, str)) or not isinstance(force, bool):
+            return {"ok": False, "error": "release: name must be a string or null, force a boolean"}
+        if not isinstance(dry_run, bool):
+            return {"ok": False, "error": "release: dry_run must be a boolean"}
+        busy = self._busy
+        if force and not dry_run and busy:
+            return {"ok": False, "error": "the kernel is running a cell; force runs only between cells, try again"}
+        if name is not None and name not in self.manager and name not in self.manager.survivors():
+            return {"ok": False, "error": f"no model named {name!r} in this kernel", "not_found": True}
+        log.info("nbmodels: releasing %s at the request of another process", name or "every model")
+        try:
+            if name is None:
+                report = self.manager.cleanup(force=force, dry_run=dry_run)
+            else:
+                report = self.manager.unload(name, force=force, dry_run=dry_run)
+        except KeyError:  # unloaded meanwhile by the notebook itself
+            return {"ok": False, "error": f"no model named {name!r} in this kernel", "not_found": True}
+        if not dry_run:
+            self.write()  # the state file says so before the answer does
+        reply = free_reply(report, busy=busy, pid=self.pid)
+        reply.update(dry_run=report.dry_run, would_free=list(report.would_free), lines=report.lines(detail=True))
+        return reply
 
 
 __all__ = ["Identity", "Publisher", "describe_survivor", "free_reply"]
