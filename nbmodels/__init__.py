@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from nbmodels.core import Event, ModelInfo, ModelList, ModelManager, ReleaseReport, StillAlive, get_manager
@@ -45,14 +46,22 @@ if TYPE_CHECKING:
     from nbmodels.widgets.panel import ModelPanel
 
 
-def panel(manager: ModelManager | None = None, *, refresh_interval: float = 2.0) -> ModelPanel:
+def panel(
+    manager: ModelManager | None = None, *, refresh_interval: float = 2.0, namespace: dict[str, Any] | None = None
+) -> ModelPanel:
     """A live widget panel of loaded models and memory (an ipywidgets VBox; imports ipywidgets only now).
 
     ``refresh_interval``: seconds between memory readings while it is shown (0: only on changes).
+    ``namespace``: whose functions the Load form takes by bare name; by default the notebook's
+    variables, as ``%model_panel`` does.
     """
     from nbmodels.widgets.panel import ModelPanel
 
-    return ModelPanel(manager, refresh_interval=refresh_interval)
+    if namespace is None:
+        ipython = sys.modules.get("IPython")
+        shell = ipython.get_ipython() if ipython is not None else None
+        namespace = shell.user_ns if shell is not None else None
+    return ModelPanel(manager, refresh_interval=refresh_interval, namespace=namespace)
 
 
 __all__ = [
