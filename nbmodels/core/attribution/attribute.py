@@ -57,9 +57,13 @@ class _Claim:
         """Python for the tensor from the root's name (``net.fc.weight``), when there is one."""
         return _join(self.root.expr, self.reach.expr)
 
-    def key(self) -> tuple[int, int, int, int, str, str]:
+    def key(self) -> tuple[int, int, int, int, bool, int, str]:
+        """Managed models first, then how it holds (a module's weight first), the place's kind, the nearest,
+        the base before its views."""
         model = 0 if self.root.kind == "model" else 1
-        return (model, int(self.reach.relation), *self.root.order, self.root.name)
+        order, preferred, name = self.root.order
+        reach = self.reach
+        return (model, int(reach.relation), order, reach.depth, reach.view, preferred, name)
 
 
 @dataclass
@@ -253,7 +257,7 @@ def _add_holders(row: _Row, found: list[_Claim], released: str | None, unload: C
         if claim.reach.relation == Relation.STATE and optimizer:
             remedy = Remedy("clear_state", optimizer, f"{optimizer}.state.clear()")
         row.holders[mark] = Holding(name, root.kind, remedy, root.group)
-        if row.kind not in ("model", "released model") and remedy not in row.remedies:
+        if row.kind not in ("model", "released model") and all(r.text() != remedy.text() for r in row.remedies):
             row.remedies.append(remedy)
 
 

@@ -80,7 +80,7 @@ class MemoryRow:
     def others(self) -> tuple[str, ...]:
         """Names of the other places that also reach these storages."""
         seen: list[str] = []
-        for holding in self.holders[1:]:
+        for holding in self.holders:
             if holding.name != self.owner and holding.name not in seen:
                 seen.append(holding.name)
         return tuple(seen)

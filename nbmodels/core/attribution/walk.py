@@ -50,6 +50,8 @@ class Reach:
     suffix: str  # words after the root's name: `` → local 'big' of f()``
     optimizer: str | None = None  # Python for the optimizer whose state it is (``opt``)
     state_key: str = ""  # the state's key (``exp_avg``)
+    depth: int = 0  # objects between the value and the tensor: the nearer holder is the one a user names
+    view: bool = False  # reached through a view (``x[10:]``): the base's holder is the one a user names
 
 
 @dataclass
@@ -78,20 +80,21 @@ class Walker:
 
     def walk(self, value: Any, expr: str | None, known: dict[int, StorageInfo]) -> WalkResult:
         """Every storage ``value`` keeps alive; ``known`` (shared across walks) collects their records."""
-        queues: list[deque[tuple[Any, Relation, str | None, str, str | None, str]]] = [deque() for _ in Relation]
+        queues: list[deque[tuple[Any, Relation, str | None, str, str | None, str, int]]] = [deque() for _ in Relation]
         seen: set[int] = set()
         reached: dict[int, Reach] = {}
         found: dict[int, StorageInfo] = {}
         start = Relation.MODULE if issubclass(type(value), self.module) else Relation.DIRECT
-        queues[start].append((value, start, expr, "", None, ""))
+        queues[start].append((value, start, expr, "", None, "", 0))
         visited = 0
         truncated = False
+        running = _running_frames()
         tensor, module, optimizer = self.tensor, self.module, self.optimizer
         while True:
             level = next((i for i, q in enumerate(queues) if q), -1)
             if level < 0:
                 break
-            obj, rel, path, suffix, opt, skey = queues[level].popleft()
+            obj, rel, path, suffix, opt, skey, depth = queues[level].popleft()
             if id(obj) in seen or id(obj) in self.boundaries:
                 continue
             seen.add(id(obj))
@@ -100,13 +103,13 @@ class Walker:
                 truncated = True
                 break
 
-            push = partial(_push, queues, seen, (rel, path, suffix, opt, skey))
+            push = partial(_push, queues, seen, (rel, path, suffix, opt, skey, depth))
             kind = type(obj)  # never isinstance(): it reads __class__, a property on some objects
             if issubclass(kind, tensor):
                 for info in storages_of(obj):
                     found[info.key] = known.setdefault(info.key, info)
                     if info.key not in reached:
-                        reached[info.key] = Reach(rel, path, suffix, opt, skey)
+                        reached[info.key] = Reach(rel, path, suffix, opt, skey, depth, obj._base is not None)
                 grad = obj.grad if obj.is_leaf else None
                 if grad is not None:
                     push(grad, rel, ".grad")
@@ -129,7 +132,7 @@ class Walker:
                     if key not in _MODULE_PARTS:
                         push(child, Relation.MODULE, _attr_step(key))
             elif issubclass(kind, optimizer):
-                self._optimizer(obj, rel, path, suffix, queues)
+                self._optimizer(obj, rel, path, suffix, depth, queues)
             elif issubclass(kind, self.node) or kind.__name__.endswith("Backward"):
                 self._node(obj, push)
             elif issubclass(kind, dict):
@@ -154,9 +157,11 @@ class Walker:
                 push(obj.__cause__, rel, None)
                 push(obj.args, rel, None)
             elif kind is types.TracebackType:
-                self._frame(obj.tb_frame, push)
+                push(obj.tb_frame, rel, None)
                 if obj.tb_next is not None:
-                    push(obj.tb_next, rel, None, "")
+                    push(obj.tb_next, rel, None)
+            elif kind is types.FrameType:
+                self._frame(obj, push, running)
             elif kind is types.FunctionType:
                 for cell in obj.__closure__ or ():
                     try:
@@ -168,7 +173,7 @@ class Walker:
             elif kind is types.MethodType:
                 push(obj.__self__, rel, ".__self__")
                 push(obj.__func__, rel, None)
-            elif issubclass(kind, _SKIP) or kind is types.FrameType:
+            elif issubclass(kind, _SKIP):
                 continue
             else:
                 attrs = _own_dict(obj)
@@ -183,12 +188,14 @@ class Walker:
             del obj, push, kind
         return WalkResult(reached, found, visited, truncated)
 
-    def _optimizer(self, opt: Any, rel: Relation, path: str | None, suffix: str, queues: list[deque[Any]]) -> None:
+    def _optimizer(
+        self, opt: Any, rel: Relation, path: str | None, suffix: str, depth: int, queues: list[deque[Any]]
+    ) -> None:
         """Parameters the optimizer lists (OPTIMIZER) and its per-parameter state (STATE, with the key's name)."""
         for group in list(getattr(opt, "param_groups", [])):
             for param in list(group.get("params", [])):
                 queues[max(Relation.OPTIMIZER, rel)].append(
-                    (param, max(Relation.OPTIMIZER, rel), None, suffix, path, "")
+                    (param, max(Relation.OPTIMIZER, rel), None, suffix, path, "", depth + 2)
                 )
         state = getattr(opt, "state", None)
         if isinstance(state, dict):
@@ -197,7 +204,7 @@ class Walker:
                     for key, value in list(per_param.items()):
                         if gc.is_tracked(value):
                             level = max(Relation.STATE, rel)
-                            queues[level].append((value, level, None, suffix, path, str(key)))
+                            queues[level].append((value, level, None, suffix, path, str(key), depth + 3))
 
     def _node(self, node: Any, push: Any) -> None:
         """An autograd node: the nodes it leads to, the leaf it accumulates into, the tensors it saved."""
@@ -229,22 +236,28 @@ class Walker:
                 push(child, Relation.GRAPH, None)
 
     @staticmethod
-    def _frame(frame: Any, push: Any) -> None:
-        """A finished frame on a traceback: its locals, named ``local 'x' of f()``.
+    def _frame(frame: Any, push: Any, running: set[int]) -> None:
+        """A finished frame of a traceback: its locals, named ``local 'x' of f()``, and its caller's.
 
-        A module-level frame (a cell's) is skipped: its locals are the notebook's
-        variables, named on their own."""
-        if frame.f_locals is frame.f_globals:
+        A frame keeps its caller (``f_back``) alive, so a kept traceback keeps
+        the locals of every finished caller too. The walk stops at a
+        module-level frame (a cell: its locals are the notebook's variables,
+        named on their own; above it is the shell's machinery) and at frames
+        still running (their locals are not kept by the traceback).
+        """
+        if id(frame) in running or frame.f_locals is frame.f_globals:
             return
         name = frame.f_code.co_name
         for key, child in list(frame.f_locals.items()):
             push(child, Relation.DIRECT, None, f" → local {key!r} of {name}()")
+        if frame.f_back is not None:
+            push(frame.f_back, Relation.DIRECT, None)
 
 
 def _push(
     queues: list[deque[Any]],
     seen: set[int],
-    parent: tuple[Relation, str | None, str, str | None, str],
+    parent: tuple[Relation, str | None, str, str | None, str, int],
     child: Any,
     relation: Relation,
     step: str | None,
@@ -255,10 +268,21 @@ def _push(
     """Queue ``child`` under its relation (never lower than its parent's), unless it holds nothing."""
     if type(child) in _ATOMS or not gc.is_tracked(child) or id(child) in seen:
         return
-    rel, path, suffix, opt, skey = parent
+    rel, path, suffix, opt, skey, depth = parent
     child_path = path + step if path is not None and step is not None and len(path) < _MAX_EXPR else None
     level = max(relation, rel)
-    queues[level].append((child, level, child_path, suffix + words, opt, state or skey))
+    queues[level].append((child, level, child_path, suffix + words, opt, state or skey, depth + 1))
+
+
+def _running_frames() -> set[int]:
+    """The frames every thread is running now."""
+    running: set[int] = set()
+    for frame in list(sys._current_frames().values()):
+        current: Any = frame
+        while current is not None:
+            running.add(id(current))
+            current = current.f_back
+    return running
 
 
 def _own_dict(obj: Any) -> dict[str, Any] | None:
