@@ -77,6 +77,7 @@ class Walker:
         self.optimizer = torch.optim.Optimizer
         self.node = torch.autograd.graph.Node
         self._saved: dict[type, tuple[str, ...]] = {}
+        self.running = _running_frames()  # taken once: the walks run on this thread, one after the other
 
     def walk(self, value: Any, expr: str | None, known: dict[int, StorageInfo]) -> WalkResult:
         """Every storage ``value`` keeps alive; ``known`` (shared across walks) collects their records."""
@@ -88,7 +89,7 @@ class Walker:
         queues[start].append((value, start, expr, "", None, "", 0))
         visited = 0
         truncated = False
-        running = _running_frames()
+        running = self.running
         tensor, module, optimizer = self.tensor, self.module, self.optimizer
         while True:
             level = next((i for i, q in enumerate(queues) if q), -1)
