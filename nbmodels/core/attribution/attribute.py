@@ -14,6 +14,7 @@ reported as unattributed, never dropped.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import sys
@@ -332,6 +333,8 @@ def memory_report(
     del watches
     if unload is None:
         unload = _unload_command(manager)
+    collecting = gc.isenabled()
+    gc.disable()  # the walk's short-lived tuples must not trigger a full collection (as costly as the report)
     try:
         return attribute(
             places,
@@ -345,6 +348,8 @@ def memory_report(
         )
     finally:
         del places, models
+        if collecting:
+            gc.enable()
 
 
 def _unload_command(manager: Any) -> Callable[[str], Remedy]:
