@@ -21,6 +21,7 @@ from IPython.core.magic import Magics, magics_class
 
 from nbmodels.core import ModelManager, get_manager
 from nbmodels.core.attribution import MemoryDiff, MemoryReport, MemoryRow, Remedy, memory_report
+from nbmodels.core.memory import format_bytes
 from nbmodels.core.policy.sizes import parse_size
 from nbmodels.errors import NbModelsError
 from nbmodels.ipython.magics import _usage, argument, line_magic, magic_arguments, one_line, parse_line
@@ -71,6 +72,20 @@ def report(
     return MemoryReport(
         found.rows, found.residue, found.tensor_bytes, found.attributed_bytes, found.threshold, found.truncated, spell
     )
+
+
+def holder_lines(device: str, manager: ModelManager | None = None, *, limit: int = 5) -> list[str]:
+    """The largest holders on ``device`` that are not models, each with what frees it: for the out-of-memory
+    account, where "other memory" alone does not say what to delete."""
+    found = report(manager)
+    rows = [r for r in found.rows if r.device == device and r.kind not in ("model", "released model", "smaller")]
+    if not rows:
+        return []
+    lines = [f"  other memory on {device} by holder (%memory lists every one):"]
+    for row in rows[:limit]:
+        command = found.commands(row).replace("\n", " ; ")
+        lines.append(f"    {row.owner} {format_bytes(row.nbytes)}" + (f": {command}" if command else ""))
+    return lines
 
 
 @magics_class
@@ -128,4 +143,4 @@ def install(session: Any) -> Callable[[], None]:
     return undo
 
 
-__all__ = ["MemoryMagics", "install", "report", "spell"]
+__all__ = ["MemoryMagics", "holder_lines", "install", "report", "spell"]

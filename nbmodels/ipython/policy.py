@@ -138,6 +138,12 @@ def account_lines(manager: ModelManager, error: BaseException) -> list[str]:
     device = oom.device_of(error)
     account = manager.memory_account(device)
     lines = account.lines(MAGICS.command)
+    try:  # every other holder on the device, by name (see %memory); never a second problem
+        from nbmodels.ipython.memory import holder_lines
+
+        lines[-1:-1] = holder_lines(device, manager)
+    except Exception:
+        log.exception("nbmodels: naming the other holders failed")
     return [f"nbmodels: {lines[0]}", *lines[1:]]
 
 

@@ -161,3 +161,19 @@ def test_memory_works_in_a_real_kernel(tmp_path: Path) -> None:
     first, second = printed.strip().splitlines()
     assert first.startswith(f"{4 * MiB} ") and "'Out[2]'" in first and first.endswith(" 1.0")
     assert second == "get_ipython().del_var('_2')"
+
+
+def test_the_out_of_memory_account_names_the_other_holders(
+    shell: InteractiveShell, capfd: pytest.CaptureFixture[str]
+) -> None:
+    run(shell, "import torch\nbatch = torch.ones(2**20)")
+    run(shell, "def step():\n    scratch = torch.ones(2**21)\n    raise MemoryError('no room')")
+    capfd.readouterr()
+    result = shell.run_cell("step()", store_history=True)
+    assert isinstance(result.error_in_exec, MemoryError)
+    account = capfd.readouterr().out.partition("nbmodels: out of memory on cpu: ")[2].splitlines()
+    start = account.index("  other memory on cpu by holder (%memory lists every one):")
+    named = account[start + 1 : start + 3]
+    assert named[0].startswith("    sys.last_traceback → local 'scratch' of step() 8.0 MiB: import sys; del sys.last_")
+    assert named[1] == "    batch 4.0 MiB: del batch"
+    assert account[-1].startswith("  ")  # the account's own last line stays last
