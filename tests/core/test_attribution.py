@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pytest
 import torch
 
@@ -236,3 +237,20 @@ def test_cuda_residue_from_recorded_readings() -> None:
     split = {r.label.split(" (")[0]: r.nbytes for r in residue(None, {}, with_context)}
     assert split["CUDA context"] == 500 * MiB
     assert split["this process outside PyTorch's allocator"] == 2231369728 - 1610612736 - 500 * MiB
+
+
+def test_a_module_attribute_and_borrowed_memory(manager: ModelManager, ns: dict[str, Any]) -> None:
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(256, 1024)  # 1 MiB + 4 KiB
+            self.cache = floats(2 * MiB)  # a plain attribute of the user's own net
+
+    ns["net"] = Net()
+    ns["arr"] = torch.from_numpy(numpy.ones(2**19))  # 4 MiB of numpy's memory
+    found = report(manager)
+    net = found.row("net")
+    assert net.nbytes == 3 * MiB + 4 * 1024 and "net.cache" in net.what
+    arr = found.row("arr")
+    assert arr.borrowed == arr.nbytes == 4 * MiB and net.borrowed == 0
+    assert "torch did not allocate" in str(found)

@@ -168,7 +168,12 @@ class MemoryReport:
         headers = ["owner", "kind", "device", "bytes", "held also by", "frees it"]
         lines = []
         for row in self.rows:
-            owner = row.owner + (f" ({row.what})" if row.what else "")
+            notes = [row.what] if row.what else []
+            if row.borrowed:
+                notes.append(
+                    f"{format_bytes(row.borrowed)} of it is memory torch did not allocate: freeing gives none back"
+                )
+            owner = row.owner + (f" ({'; '.join(notes)})" if notes else "")
             lines.append(
                 [owner, row.kind, row.device, format_bytes(row.nbytes), ", ".join(row.others), self.commands(row)]
             )

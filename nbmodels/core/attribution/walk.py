@@ -14,6 +14,7 @@ when an optimizer inside ``net`` also reaches them.
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 import types
 from collections import deque
@@ -24,6 +25,8 @@ from functools import partial
 from typing import Any
 
 from nbmodels.core.attribution.census import StorageInfo, storages_of
+
+log = logging.getLogger("nbmodels")
 
 _ATOMS = frozenset({int, float, bool, str, bytes, complex, type(None), range, slice})
 _SKIP = (type, types.ModuleType, types.CodeType, types.BuiltinFunctionType, types.GeneratorType, types.CoroutineType)
@@ -62,6 +65,7 @@ class WalkResult:
     storages: dict[int, StorageInfo]
     visited: int
     truncated: bool
+    unreadable: int = 0  # objects that raised when read, skipped
 
 
 class Walker:
@@ -90,6 +94,7 @@ class Walker:
         visited = 0
         truncated = False
         running = self.running
+        unreadable = 0
         tensor, module, optimizer = self.tensor, self.module, self.optimizer
         while True:
             level = next((i for i, q in enumerate(queues) if q), -1)
@@ -105,89 +110,93 @@ class Walker:
                 break
 
             push = partial(_push, queues, seen, (rel, path, suffix, opt, skey, depth))
-            kind = type(obj)  # never isinstance(): it reads __class__, a property on some objects
-            if issubclass(kind, tensor):
-                for info in storages_of(obj):
-                    found[info.key] = known.setdefault(info.key, info)
-                    if info.key not in reached:
-                        reached[info.key] = Reach(rel, path, suffix, opt, skey, depth, obj._base is not None)
-                grad = obj.grad if obj.is_leaf else None
-                if grad is not None:
-                    push(grad, rel, ".grad")
-                grad_fn = obj.grad_fn
-                if grad_fn is not None:
-                    push(grad_fn, Relation.GRAPH, None)
-                attrs = _own_dict(obj)
-                if attrs:
-                    for key, child in attrs.items():
-                        push(child, rel, f".{key}")
-            elif issubclass(kind, module):
-                attrs = _own_dict(obj) or {}
-                for part in _MODULE_PARTS:
-                    entries = attrs.get(part)
-                    if isinstance(entries, dict):
-                        for key, child in list(entries.items()):
-                            if child is not None:
-                                push(child, Relation.MODULE, _module_step(obj, key))
-                for key, child in list(attrs.items()):
-                    if key not in _MODULE_PARTS:
-                        push(child, Relation.MODULE, _attr_step(key))
-            elif issubclass(kind, optimizer):
-                self._optimizer(obj, rel, path, suffix, depth, queues)
-            elif issubclass(kind, self.node) or kind.__name__.endswith("Backward"):
-                self._node(obj, push)
-            elif issubclass(kind, dict):
-                for key, child in _items(obj):
-                    push(child, rel, _key_step(key))
-                for key in filter(gc.is_tracked, list(obj)):
-                    push(key, rel, None)
-            elif issubclass(kind, list | tuple):
-                items = list(obj)
-                if len(items) > 64:  # skip plain items at C speed
-                    for child in filter(gc.is_tracked, items):
+            try:  # an object that fails to be read (a tensor subclass, a dict changed by another thread)
+                kind = type(obj)  # never isinstance(): it reads __class__, a property on some objects
+                if issubclass(kind, tensor):
+                    for info in storages_of(obj):
+                        found[info.key] = known.setdefault(info.key, info)
+                        if info.key not in reached:
+                            reached[info.key] = Reach(rel, path, suffix, opt, skey, depth, obj._base is not None)
+                    grad = obj.grad if obj.is_leaf else None
+                    if grad is not None:
+                        push(grad, rel, ".grad")
+                    grad_fn = obj.grad_fn
+                    if grad_fn is not None:
+                        push(grad_fn, Relation.GRAPH, None)
+                    attrs = _own_dict(obj)
+                    if attrs:
+                        for key, child in attrs.items():
+                            push(child, rel, f".{key}")
+                elif issubclass(kind, module):
+                    attrs = _own_dict(obj) or {}
+                    for part in _MODULE_PARTS:
+                        entries = attrs.get(part)
+                        if isinstance(entries, dict):
+                            for key, child in list(entries.items()):
+                                if child is not None:
+                                    push(child, Relation.MODULE, _module_step(obj, key))
+                    for key, child in list(attrs.items()):
+                        if key not in _MODULE_PARTS:
+                            push(child, Relation.MODULE, _attr_step(key))
+                elif issubclass(kind, optimizer):
+                    self._optimizer(obj, rel, path, suffix, depth, queues)
+                elif issubclass(kind, self.node) or kind.__name__.endswith("Backward"):
+                    self._node(obj, push)
+                elif issubclass(kind, dict):
+                    for key, child in _items(obj):
+                        push(child, rel, _key_step(key))
+                    for key in filter(gc.is_tracked, list(obj)):
+                        push(key, rel, None)
+                elif issubclass(kind, list | tuple):
+                    items = list(obj)
+                    if len(items) > 64:  # skip plain items at C speed
+                        for child in filter(gc.is_tracked, items):
+                            push(child, rel, None, "")
+                    else:
+                        for index, child in enumerate(items):
+                            push(child, rel, f"[{index}]")
+                elif issubclass(kind, set | frozenset | deque):
+                    for child in filter(gc.is_tracked, list(obj)):
                         push(child, rel, None, "")
+                elif issubclass(kind, BaseException):
+                    push(obj.__traceback__, rel, None, "")
+                    push(obj.__context__, rel, None)
+                    push(obj.__cause__, rel, None)
+                    push(obj.args, rel, None)
+                elif kind is types.TracebackType:
+                    push(obj.tb_frame, rel, None)
+                    if obj.tb_next is not None:
+                        push(obj.tb_next, rel, None)
+                elif kind is types.FrameType:
+                    self._frame(obj, push, running)
+                elif kind is types.FunctionType:
+                    for cell in obj.__closure__ or ():
+                        try:
+                            push(cell.cell_contents, rel, None, f" → a closure variable of {obj.__qualname__}()")
+                        except ValueError:  # an empty cell
+                            continue
+                    push(obj.__defaults__, rel, None)
+                    push(obj.__kwdefaults__, rel, None)
+                elif kind is types.MethodType:
+                    push(obj.__self__, rel, ".__self__")
+                    push(obj.__func__, rel, None)
+                elif issubclass(kind, _SKIP):
+                    pass
                 else:
-                    for index, child in enumerate(items):
-                        push(child, rel, f"[{index}]")
-            elif issubclass(kind, set | frozenset | deque):
-                for child in filter(gc.is_tracked, list(obj)):
-                    push(child, rel, None, "")
-            elif issubclass(kind, BaseException):
-                push(obj.__traceback__, rel, None, "")
-                push(obj.__context__, rel, None)
-                push(obj.__cause__, rel, None)
-                push(obj.args, rel, None)
-            elif kind is types.TracebackType:
-                push(obj.tb_frame, rel, None)
-                if obj.tb_next is not None:
-                    push(obj.tb_next, rel, None)
-            elif kind is types.FrameType:
-                self._frame(obj, push, running)
-            elif kind is types.FunctionType:
-                for cell in obj.__closure__ or ():
-                    try:
-                        push(cell.cell_contents, rel, None, f" → a closure variable of {obj.__qualname__}()")
-                    except ValueError:  # an empty cell
-                        continue
-                push(obj.__defaults__, rel, None)
-                push(obj.__kwdefaults__, rel, None)
-            elif kind is types.MethodType:
-                push(obj.__self__, rel, ".__self__")
-                push(obj.__func__, rel, None)
-            elif issubclass(kind, _SKIP):
-                continue
-            else:
-                attrs = _own_dict(obj)
-                if attrs:
-                    for key, child in attrs.items():
-                        push(child, rel, _attr_step(key))
-                for key in _slots(type(obj)):
-                    try:
-                        push(object.__getattribute__(obj, key), rel, _attr_step(key))
-                    except AttributeError:
-                        continue
+                    attrs = _own_dict(obj)
+                    if attrs:
+                        for key, child in attrs.items():
+                            push(child, rel, _attr_step(key))
+                    for key in _slots(type(obj)):
+                        try:
+                            push(object.__getattribute__(obj, key), rel, _attr_step(key))
+                        except AttributeError:
+                            continue
+            except Exception as exc:  # is skipped and counted, never fails the report
+                unreadable += 1
+                log.debug("nbmodels: the memory walk skipped a %s: %s", type(obj).__name__, exc)
             del obj, push, kind
-        return WalkResult(reached, found, visited, truncated)
+        return WalkResult(reached, found, visited, truncated, unreadable)
 
     def _optimizer(
         self, opt: Any, rel: Relation, path: str | None, suffix: str, depth: int, queues: list[deque[Any]]
