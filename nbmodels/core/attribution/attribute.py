@@ -247,9 +247,12 @@ def _add_holders(row: _Row, found: list[_Claim], released: str | None, unload: C
         name = row.owner if row.kind == "model" else row.owner.removeprefix("released model ")
         if not row.remedies:
             row.remedies.append(unload(name))
+    owner_suffix = found[0].reach.suffix if found else ""
     for claim in found:
         root = claim.root
-        name = root.name + claim.reach.suffix if root.kind == "exception" else root.name
+        name = root.name
+        if root.kind == "exception" and claim.reach.suffix != owner_suffix:  # the same local: the root says it
+            name += claim.reach.suffix
         mark = (name, root.group)
         if mark in row.holders:
             continue

@@ -81,7 +81,8 @@ class MemoryRow:
         """Names of the other places that also reach these storages."""
         seen: list[str] = []
         for holding in self.holders:
-            if holding.name != self.owner and holding.name not in seen:
+            mine = holding.name == self.owner or self.owner.startswith(holding.name + " → ")
+            if not mine and holding.name not in seen:
                 seen.append(holding.name)
         return tuple(seen)
 
@@ -175,7 +176,7 @@ class MemoryReport:
                 )
             owner = row.owner + (f" ({'; '.join(notes)})" if notes else "")
             lines.append(
-                [owner, row.kind, row.device, format_bytes(row.nbytes), ", ".join(row.others), self.commands(row)]
+                [owner, row.kind, row.device, format_bytes(row.nbytes), _others(row.others), self.commands(row)]
             )
         return headers, lines
 
@@ -214,8 +215,8 @@ class MemoryReport:
 
     def diff(self, before: MemoryReport) -> MemoryDiff:
         """What changed since ``before``: bytes added and freed, by owner and device."""
-        old = {(r.owner, r.kind, r.device): r.nbytes for r in before.rows}
-        new = {(r.owner, r.kind, r.device): r.nbytes for r in self.rows}
+        old = {_diff_key(r): r.nbytes for r in before.rows}
+        new = {_diff_key(r): r.nbytes for r in self.rows}
         changes = []
         for key in sorted(set(old) | set(new), key=lambda k: (k[0], k[2])):
             delta = new.get(key, 0) - old.get(key, 0)
@@ -291,6 +292,16 @@ class MemoryDiff:
             f'<table class="nbmodels"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
             f"<p>{html.escape(self.summary())}</p>"
         )
+
+
+def _diff_key(row: MemoryRow) -> tuple[str, RowKind, str]:
+    """A row's identity across reports; the folded row's name counts its owners, so it is keyed by kind."""
+    return ("owners under the threshold" if row.kind == "smaller" else row.owner, row.kind, row.device)
+
+
+def _others(names: tuple[str, ...], shown: int = 3) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _signed(nbytes: int) -> str:
