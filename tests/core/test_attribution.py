@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import sys
+import types
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,3 +255,18 @@ def test_a_module_attribute_and_borrowed_memory(manager: ModelManager, ns: dict[
     arr = found.row("arr")
     assert arr.borrowed == arr.nbytes == 4 * MiB and net.borrowed == 0
     assert "torch did not allocate" in str(found)
+
+
+def test_a_tensor_no_named_place_reaches_is_reported_unattributed(manager: ModelManager, ns: dict[str, Any]) -> None:
+    hidden = types.ModuleType("somebody_elses_module")  # not in the notebook's variables, not in sys.modules
+    hidden.cache = floats(3 * MiB)  # type: ignore[attr-defined]
+    ns["x"] = floats(2 * MiB)
+    found = report(manager)
+    (row,) = [r for r in found.rows if r.kind == "unattributed"]  # one row per device, said, never hidden
+    assert storage_key(hidden.cache) in row.keys and row.nbytes >= 3 * MiB and not row.remedies
+    assert storage_key(ns["x"]) not in row.keys
+    assert found.attributed <= found.total - 3 * MiB and "unattributed" in found.summary()
+
+
+def storage_key(tensor: torch.Tensor) -> int:
+    return int(tensor.untyped_storage()._cdata)

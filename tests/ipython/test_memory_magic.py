@@ -177,3 +177,12 @@ def test_the_out_of_memory_account_names_the_other_holders(
     assert named[0].startswith("    sys.last_traceback → local 'scratch' of step() 8.0 MiB: import sys; del sys.last_")
     assert named[1] == "    batch 4.0 MiB: del batch"
     assert account[-1].startswith("  ")  # the account's own last line stays last
+
+
+def test_an_echoed_report_keeps_nothing_alive(shell: InteractiveShell) -> None:
+    run(shell, "import torch, weakref\nx = torch.ones(2**20)\nref = weakref.ref(x)")
+    run(shell, "%memory")  # echoed: Out holds the report, and the magic keeps it for --diff
+    run(shell, "%memory --diff")
+    run(shell, "del x")
+    gc.collect()
+    assert shell.user_ns["ref"]() is None
