@@ -270,3 +270,16 @@ def test_a_tensor_no_named_place_reaches_is_reported_unattributed(manager: Model
 
 def storage_key(tensor: torch.Tensor) -> int:
     return int(tensor.untyped_storage()._cdata)
+
+
+def test_every_tensor_a_graph_saved_is_counted(manager: ModelManager, ns: dict[str, Any]) -> None:
+    """Saved outputs come back as new tensor objects, one per read: each one is counted, none is lost."""
+    y = torch.full((2**18,), 0.1, requires_grad=True)  # 1 MiB, the leaf
+    for _ in range(8):
+        y = torch.exp(y) * 0.5  # exp saves its output (1 MiB a step), read back as a new object each time
+    ns["y"] = y
+    del y
+    found = report(manager)
+    graph = found.row("y")
+    assert graph.kind == "autograd graph" and graph.nbytes == 9 * MiB  # 8 steps and the leaf
+    assert not [r for r in found.rows if r.kind == "unattributed"]

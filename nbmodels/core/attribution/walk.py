@@ -95,6 +95,7 @@ class Walker:
         truncated = False
         running = self.running
         unreadable = 0
+        held: list[Any] = []
         tensor, module, optimizer = self.tensor, self.module, self.optimizer
         while True:
             level = next((i for i, q in enumerate(queues) if q), -1)
@@ -104,6 +105,7 @@ class Walker:
             if id(obj) in seen or id(obj) in self.boundaries:
                 continue
             seen.add(id(obj))
+            held.append(obj)  # ids stay unique while the walk runs: unpacked saved tensors are new objects
             visited += 1
             if visited > self.budget:
                 truncated = True
@@ -196,6 +198,7 @@ class Walker:
                 unreadable += 1
                 log.debug("nbmodels: the memory walk skipped a %s: %s", type(obj).__name__, exc)
             del obj, push, kind
+        held.clear()
         return WalkResult(reached, found, visited, truncated, unreadable)
 
     def _optimizer(
