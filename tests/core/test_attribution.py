@@ -281,5 +281,5 @@ def test_every_tensor_a_graph_saved_is_counted(manager: ModelManager, ns: dict[s
     del y
     found = report(manager)
     graph = found.row("y")
-    assert graph.kind == "autograd graph" and graph.nbytes == 9 * MiB  # 8 steps and the leaf
+    assert graph.kind == "autograd graph" and near(graph.nbytes, 9 * MiB)  # 8 steps and the leaf
     assert not [r for r in found.rows if r.kind == "unattributed"]
