@@ -4,6 +4,7 @@ bytes, the command that frees it run as written, ``--diff`` between cells, and u
 from __future__ import annotations
 
 import gc
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,3 +187,17 @@ def test_an_echoed_report_keeps_nothing_alive(shell: InteractiveShell) -> None:
     run(shell, "del x")
     gc.collect()
     assert shell.user_ns["ref"]() is None
+
+
+def test_memory_without_torch_imports_no_torch() -> None:
+    code = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "ip.run_line_magic('load_ext', 'nbmodels')\n"
+        "report = ip.run_line_magic('memory', '')\n"
+        "print('torch' in sys.modules, report.rows, report.summary(), [r.device for r in report.residue])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False () in tensors: nothing ['cpu']"
