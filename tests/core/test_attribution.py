@@ -8,6 +8,7 @@ this test made.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import sys
@@ -283,3 +284,16 @@ def test_every_tensor_a_graph_saved_is_counted(manager: ModelManager, ns: dict[s
     graph = found.row("y")
     assert graph.kind == "autograd graph" and near(graph.nbytes, 9 * MiB)  # 8 steps and the leaf
     assert not [r for r in found.rows if r.kind == "unattributed"]
+
+
+def test_a_suspended_generator_and_a_partial_hold_what_they_captured(manager: ModelManager, ns: dict[str, Any]) -> None:
+    def batches() -> Iterator[int]:
+        buffer = floats(3 * MiB)
+        yield int(buffer.numel())
+
+    ns["gen"] = batches()
+    next(ns["gen"])
+    ns["step"] = functools.partial(torch.add, floats(2 * MiB))
+    found = report(manager)
+    assert found.row("gen").nbytes == 3 * MiB and found.row("step").nbytes == 2 * MiB
+    assert ns["gen"].gi_frame is not None  # still suspended: the walk did not run it

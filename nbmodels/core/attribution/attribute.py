@@ -181,6 +181,8 @@ def attribute(
             reached = walked[id(value)] = result.reached
             if result.truncated:
                 truncated.append(f"the walk from {root.name} stopped after {result.visited} objects")
+            if result.unreadable:
+                truncated.append(f"{result.unreadable} objects reached from {root.name} could not be read")
         for key, reach in reached.items():
             claims.setdefault(key, []).append(_Claim(root, reach))
     del site_roots, model_roots, walked

@@ -29,7 +29,8 @@ from nbmodels.core.attribution.census import StorageInfo, storages_of
 log = logging.getLogger("nbmodels")
 
 _ATOMS = frozenset({int, float, bool, str, bytes, complex, type(None), range, slice})
-_SKIP = (type, types.ModuleType, types.CodeType, types.BuiltinFunctionType, types.GeneratorType, types.CoroutineType)
+_SKIP = (type, types.ModuleType, types.CodeType, types.BuiltinFunctionType)
+_SUSPENDED = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 _MAX_EXPR = 120
 _MODULE_PARTS = ("_parameters", "_buffers", "_modules")
 
@@ -182,6 +183,15 @@ class Walker:
                 elif kind is types.MethodType:
                     push(obj.__self__, rel, ".__self__")
                     push(obj.__func__, rel, None)
+                elif kind is partial:
+                    push(obj.func, rel, None)
+                    push(obj.args, rel, None)
+                    push(obj.keywords, rel, None)
+                elif issubclass(kind, _SUSPENDED):
+                    # Its locals through the collector's view of it, never ``gi_frame.f_locals``: on Python 3.11
+                    # reading that leaves a snapshot dict on the frame that keeps the locals alive after it ends.
+                    for child in gc.get_referents(obj):
+                        push(child, rel, None, f" → a local of the suspended {obj.__qualname__}()")
                 elif issubclass(kind, _SKIP):
                     pass
                 else:
