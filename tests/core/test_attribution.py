@@ -297,3 +297,12 @@ def test_a_suspended_generator_and_a_partial_hold_what_they_captured(manager: Mo
     found = report(manager)
     assert found.row("gen").nbytes == 3 * MiB and found.row("step").nbytes == 2 * MiB
     assert ns["gen"].gi_frame is not None  # still suspended: the walk did not run it
+
+
+def test_a_walk_out_of_budget_says_so_and_loses_nothing_silently(manager: ModelManager, ns: dict[str, Any]) -> None:
+    ns["records"] = [{"id": [i]} for i in range(5_000)] + [{"deep": floats(2 * MiB)}]  # tracked: each costs
+    found = memory_report(manager, cuda=[], budget=1_000)
+    assert "ran out of budget from records" in found.truncated and "stopped early" in str(found)
+    assert found.row("unattributed (no named place reaches it)").nbytes >= 2 * MiB  # said, never hidden
+    full = report(manager)  # the default budget reaches it
+    assert not full.truncated and full.row("records").nbytes == 2 * MiB

@@ -169,7 +169,8 @@ def attribute(
     known: dict[int, StorageInfo] = {}
     claims: dict[int, list[_Claim]] = {}
     groups: dict[int, int] = {}
-    truncated: list[str] = []
+    stopped: list[str] = []
+    unreadable = 0
     walked: dict[int, dict[int, Reach]] = {}
     for root, value in [*model_roots, *site_roots]:
         if root.kind != "model":
@@ -180,12 +181,18 @@ def attribute(
             result = walker.walk(value, "", known)  # paths relative to the value: each root adds its own name
             reached = walked[id(value)] = result.reached
             if result.truncated:
-                truncated.append(f"the walk from {root.name} stopped after {result.visited} objects")
-            if result.unreadable:
-                truncated.append(f"{result.unreadable} objects reached from {root.name} could not be read")
+                stopped.append(root.name)
+            unreadable += result.unreadable
         for key, reach in reached.items():
             claims.setdefault(key, []).append(_Claim(root, reach))
     del site_roots, model_roots, walked
+    truncated = []
+    if stopped:
+        more = f" and {len(stopped) - 5} more" if len(stopped) > 5 else ""
+        where = ", ".join(stopped[:5]) + more
+        truncated.append(f"the walk ran out of budget from {where}; what it missed is unattributed")
+    if unreadable:
+        truncated.append(f"{unreadable} objects could not be read and were skipped")
     released_of = {key: name for name, keys in released for key in keys}
     all_storages = census()
     for key, info in known.items():
@@ -324,6 +331,7 @@ def memory_report(
     everything: bool = False,
     cuda: Iterable[CudaReading] | None = None,
     unload: Callable[[str], Remedy] | None = None,
+    budget: int = _WALK_BUDGET,
 ) -> MemoryReport:
     """The report for ``manager`` (the process-wide one by default): its places, models and released models."""
     from nbmodels.core import isolation
@@ -350,6 +358,7 @@ def memory_report(
             rss=memory.process_rss(),
             cuda=live_cuda() if cuda is None else cuda,
             unload=unload,
+            budget=budget,
         )
     finally:
         del places, models

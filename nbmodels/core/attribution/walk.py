@@ -72,9 +72,11 @@ class WalkResult:
 class Walker:
     """Walks values forward; shared settings (boundaries, budget) and a per-type cache of saved-tensor names."""
 
-    def __init__(self, boundaries: Iterable[Any] = (), *, budget: int = 200_000) -> None:
+    def __init__(self, boundaries: Iterable[Any] = (), *, budget: int = 200_000, total: int = 1_000_000) -> None:
+        """``budget``: objects one walk may enter; ``total``: all walks together (so many big roots stay bounded)."""
         self.boundaries = {id(b) for b in boundaries}
         self.budget = budget
+        self.left = total
         torch = sys.modules["torch"]
         self.torch = torch
         self.tensor = torch.Tensor
@@ -108,7 +110,7 @@ class Walker:
             seen.add(id(obj))
             held.append(obj)  # ids stay unique while the walk runs: unpacked saved tensors are new objects
             visited += 1
-            if visited > self.budget:
+            if visited > self.budget or visited > self.left:
                 truncated = True
                 break
 
@@ -209,6 +211,7 @@ class Walker:
                 log.debug("nbmodels: the memory walk skipped a %s: %s", type(obj).__name__, exc)
             del obj, push, kind
         held.clear()
+        self.left = max(self.left - visited, 0)
         return WalkResult(reached, found, visited, truncated, unreadable)
 
     def _optimizer(
