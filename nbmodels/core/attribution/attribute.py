@@ -117,7 +117,6 @@ def _site_roots(places: Iterable[Site | Boundary]) -> tuple[list[tuple[Root, Any
             if value is None or type(value) in (int, float, bool, str, bytes):
                 continue
             name, kind = place.name(key)
-            name = name.split(" (")[0] if name.endswith(")") else name
             roots.append((Root(name, str(kind), _remedy(place, key, name, str(kind)), _expr(place, key)), value))
     return roots, boundaries
 

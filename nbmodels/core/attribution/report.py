@@ -300,8 +300,14 @@ def _diff_key(row: MemoryRow) -> tuple[str, RowKind, str]:
 
 
 def _others(names: tuple[str, ...], shown: int = 3) -> str:
-    more = len(names) - shown
-    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+    """Names without their notes (``_ (IPython's hidden copy ...)`` reads ``_``), each once, the first few."""
+    short: list[str] = []
+    for name in names:
+        text = name.split(" (", 1)[0] if name.endswith(")") else name
+        if text not in short:
+            short.append(text)
+    more = len(short) - shown
+    return ", ".join(short[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _signed(nbytes: int) -> str:
