@@ -69,6 +69,18 @@ def _borrowed(storage: Any) -> bool:
         return False
 
 
+def tensor_types(root: type) -> frozenset[type]:
+    """``root`` and every class derived from it (``Parameter``, ``Buffer``, a library's tensor subclass)."""
+    found: set[type] = set()
+    stack = [root]
+    while stack:
+        kind = stack.pop()
+        if kind not in found:
+            found.add(kind)
+            stack.extend(type.__subclasses__(kind))
+    return frozenset(found)
+
+
 def census() -> dict[int, StorageInfo]:
     """Every storage under a live Python tensor (parameters included), by key; nothing is kept strongly."""
     torch = sys.modules.get("torch")
@@ -78,9 +90,9 @@ def census() -> dict[int, StorageInfo]:
     found: dict[int, StorageInfo] = {}
     objects = gc.get_objects()
     try:
-        # At C speed: the types present, then the objects of tensor types (never isinstance(): it reads
-        # ``__class__``, a property on some objects, deprecation shims among them).
-        kinds = {kind for kind in set(map(type, objects)) if issubclass(kind, tensor_type)}
+        # One pass at C speed over the objects, keeping those whose type is a tensor type (never
+        # isinstance(): it reads ``__class__``, a property on some objects, deprecation shims among them).
+        kinds = tensor_types(tensor_type)
         tensors = list(compress(objects, map(kinds.__contains__, map(type, objects))))
     finally:
         del objects
@@ -93,4 +105,4 @@ def census() -> dict[int, StorageInfo]:
     return found
 
 
-__all__ = ["StorageInfo", "census", "storages_of"]
+__all__ = ["StorageInfo", "census", "storages_of", "tensor_types"]
