@@ -306,3 +306,15 @@ def test_a_walk_out_of_budget_says_so_and_loses_nothing_silently(manager: ModelM
     assert found.row("unattributed (no named place reaches it)").nbytes >= 2 * MiB  # said, never hidden
     full = report(manager)  # the default budget reaches it
     assert not full.truncated and full.row("records").nbytes == 2 * MiB
+
+
+def test_an_isolated_model_is_listed_as_its_worker_s_memory(manager: ModelManager, ns: dict[str, Any]) -> None:
+    manager.load("far", "demo:mlp", hidden=512, runner="process")
+    ns["x"] = floats(2 * MiB)
+    found = report(manager)
+    info = manager.info("far")
+    row = found.row("far")
+    assert row.kind == "model" and row.nbytes == info.total_bytes and info.where in row.what
+    assert found.total == found.attributed and found.row("x").nbytes == 2 * MiB
+    assert row.storages == 0 and not row.keys  # none of its storages is in this process
+    assert [r.kind for r in row.remedies] == ["unload"]

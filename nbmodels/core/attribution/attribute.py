@@ -155,10 +155,12 @@ def attribute(
     cuda: Iterable[CudaReading] | None = None,
     unload: Callable[[str], Remedy] | None = None,
     budget: int = _WALK_BUDGET,
+    elsewhere: Iterable[tuple[str, str, dict[str, int]]] = (),
 ) -> MemoryReport:
     """The report: ``places`` are the sites (and boundaries), ``models`` the managed models by name,
     ``released`` the storage keys of released models still alive; ``everything`` lists owners under
-    ``threshold`` one by one instead of folding them."""
+    ``threshold`` one by one instead of folding them. ``elsewhere``: managed models that live in another
+    process, ``(name, where, bytes by device)``: listed, never counted in this process's tensors."""
     unload = unload or (lambda name: Remedy("unload", name, f"nbmodels.get_manager().unload({name!r}, force=True)"))
     if "torch" not in sys.modules:
         return MemoryReport((), tuple(residue(rss, {}, cuda or [])), {}, {}, threshold)
@@ -220,6 +222,19 @@ def attribute(
             if key in claims or key in released_of:
                 attributed[info.device] = attributed.get(info.device, 0) + info.nbytes
     built = _fold([_build(row) for row in rows.values()], threshold, everything)
+    built += [
+        MemoryRow(
+            owner=name,
+            kind="model",
+            device=device,
+            nbytes=nbytes,
+            storages=0,
+            what=f"in {where}: its memory, not this kernel's",
+            remedies=(unload(name),),
+        )
+        for name, where, by_device in elsewhere
+        for device, nbytes in by_device.items()
+    ]
     return MemoryReport(
         rows=tuple(sorted(built, key=lambda r: (r.kind == "smaller", -r.nbytes, r.owner))),
         residue=tuple(residue(rss, tensor_bytes, cuda if cuda is not None else [])),
@@ -339,6 +354,8 @@ def memory_report(
     manager = manager if manager is not None else get_manager()
     places = manager._places()
     models = [(name, model) for name, model in manager._loaded_models() if not isolation.is_remote(model)]
+    remote = [info for info in manager.list() if info.runner != "kernel"]
+    elsewhere = [(info.name, info.where, dict(info.bytes_by_device)) for info in remote]
     with manager._lock:
         watches = [(name, list(w)) for name, w in manager._survivors.items()]
     released = [(name, [r.key for w in group for r in w.live_storages()]) for name, group in watches]
@@ -358,6 +375,7 @@ def memory_report(
             cuda=live_cuda() if cuda is None else cuda,
             unload=unload,
             budget=budget,
+            elsewhere=elsewhere,
         )
     finally:
         del places, models
