@@ -198,7 +198,9 @@ class MemoryReport:
         body = "".join(
             "<tr>"
             + "".join(
-                f"<td><code>{html.escape(c)}</code></td>" if i == 5 and c else f"<td>{html.escape(c)}</td>"
+                f"<td><code>{html.escape(c).replace(chr(10), '<br>')}</code></td>"  # a magic on a line of its own
+                if i == 5 and c
+                else f"<td>{html.escape(c)}</td>"
                 for i, c in enumerate(line)
             )
             + "</tr>"
