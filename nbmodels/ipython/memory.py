@@ -12,6 +12,7 @@ once, where ``del Out[7]`` alone frees nothing), ``opt.state.clear()``,
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from collections.abc import Callable
@@ -37,14 +38,17 @@ def spell(row: MemoryRow) -> list[str]:
         if holding.remedy.kind == "output" and _OUTPUT.fullmatch(target):
             outputs.setdefault(holding.group, target)
     commands: list[str] = []
+    words: list[str] = []  # holders no Python names: said as a comment, last, so the line still runs
     for remedy in row.remedies:
         text = _spell(remedy)
         group = next((h.group for h in row.holders if h.remedy == remedy), None)
         if group in outputs and remedy.kind in ("output", "python") and _is_output_holder(row, remedy):
             text = f"get_ipython().del_var({outputs[group]!r})"
-        if text and text not in commands:
+        if remedy.kind == "none" and remedy.target:
+            words.append(remedy.target)
+        elif text and text not in commands:
             commands.append(text)
-    return commands
+    return commands + ([f"# also: {'; '.join(words)}"] if words else [])
 
 
 def _is_output_holder(row: MemoryRow, remedy: Remedy) -> bool:
@@ -68,10 +72,7 @@ def report(
     kwargs: dict[str, Any] = {"everything": everything, "unload": unload}
     if threshold is not None:
         kwargs["threshold"] = threshold
-    found = memory_report(manager, **kwargs)
-    return MemoryReport(
-        found.rows, found.residue, found.tensor_bytes, found.attributed_bytes, found.threshold, found.truncated, spell
-    )
+    return dataclasses.replace(memory_report(manager, **kwargs), spell=spell)
 
 
 def holder_lines(device: str, manager: ModelManager | None = None, *, limit: int = 5) -> list[str]:

@@ -318,3 +318,16 @@ def test_an_isolated_model_is_listed_as_its_worker_s_memory(manager: ModelManage
     assert found.total == found.attributed and found.row("x").nbytes == 2 * MiB
     assert row.storages == 0 and not row.keys  # none of its storages is in this process
     assert [r.kind for r in row.remedies] == ["unload"]
+
+
+def test_a_holder_no_python_names_is_said_in_words_that_still_run(manager: ModelManager) -> None:
+    hidden: dict[str, Any] = {"cache": floats(2 * MiB)}
+    undo = manager.add_holder_finder(lambda: [Site(hidden, label="{key} (a library's cache)")])  # no command
+    try:
+        found = report(manager)
+        row = found.row("cache (a library's cache)")
+        command = found.commands(row)
+        assert command == "# also: remove cache (a library's cache) (no Python names it)"
+        exec(command, {})  # runs as written: it says what to do, and does nothing
+    finally:
+        undo()

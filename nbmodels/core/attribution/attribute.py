@@ -15,7 +15,6 @@ reported as unattributed, never dropped.
 from __future__ import annotations
 
 import gc
-import logging
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -29,10 +28,8 @@ from nbmodels.core.attribution.residue import CudaReading, live_cuda, residue
 from nbmodels.core.attribution.walk import Reach, Relation, Walker
 from nbmodels.core.holders.sites import Boundary, Site
 
-log = logging.getLogger("nbmodels")
-
 MiB = 1 << 20
-_KIND_ORDER = {"model": 0, "released": 1, "variable": 2, "output": 3, "exception": 4}
+_KIND_ORDER = {"model": 0, "variable": 2, "output": 3, "exception": 4}  # of the places; others after
 _OUTPUT_NAME = re.compile(r"Out\[\d+\]|_\d+")
 _WALK_BUDGET = 200_000
 

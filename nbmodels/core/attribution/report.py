@@ -102,13 +102,14 @@ class Residue:
 
 
 def python_spelling(row: MemoryRow) -> list[str]:
-    """The core's spelling: each remedy's Python, in order, duplicates once."""
+    """The core's spelling: each remedy's Python, in order, duplicates once; what no Python names is said as
+    a comment at the end, so the line still runs as written."""
     commands: list[str] = []
+    words = [r.target for r in row.remedies if r.kind == "none" and r.target]
     for remedy in row.remedies:
-        text = remedy.text()
-        if text and text not in commands:
-            commands.append(text)
-    return commands
+        if remedy.kind != "none" and remedy.command and remedy.command not in commands:
+            commands.append(remedy.command)
+    return commands + ([f"# also: {'; '.join(words)}"] if words else [])
 
 
 Spelling = Callable[[MemoryRow], list[str]]
