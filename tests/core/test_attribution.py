@@ -26,6 +26,7 @@ from nbmodels.core import ModelManager
 from nbmodels.core.attribution import MemoryReport, cuda_from_records, memory_report, residue
 from nbmodels.core.holders import Site, remove_key
 from nbmodels.core.nvml import devices_from_records
+from nbmodels.errors import ModelLoadError
 
 MiB = 1 << 20
 RECORDING = Path(__file__).parent / "data" / "cuda-readings.json"
@@ -330,3 +331,16 @@ def test_a_holder_no_python_names_is_said_in_words_that_still_run(manager: Model
         exec(command, {})  # runs as written: it says what to do, and does nothing
     finally:
         undo()
+
+
+def test_a_load_out_of_memory_names_the_other_holders(manager: ModelManager, ns: dict[str, Any]) -> None:
+    ns["activations"] = floats(3 * MiB)
+
+    def runs_out() -> torch.nn.Module:
+        raise MemoryError()
+
+    with pytest.raises(ModelLoadError) as info:
+        manager.load("new", runs_out)
+    message = str(info.value)
+    assert "other holders on cpu: activations 3.0 MiB (nbmodels.memory() or %memory: what frees each)" in message
+    assert message.index("other holders") < message.index("nothing nbmodels manages there can be freed")

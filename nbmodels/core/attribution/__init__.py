@@ -11,7 +11,7 @@ IPython-free and returns data, one job per module:
 
 from __future__ import annotations
 
-from nbmodels.core.attribution.attribute import MiB, attribute, memory_report
+from nbmodels.core.attribution.attribute import MiB, attribute, holders_summary, memory_report
 from nbmodels.core.attribution.census import StorageInfo, census
 from nbmodels.core.attribution.report import (
     Change,
@@ -40,6 +40,7 @@ __all__ = [
     "attribute",
     "census",
     "cuda_from_records",
+    "holders_summary",
     "memory_report",
     "residue",
 ]

@@ -387,4 +387,19 @@ def _unload_command(manager: Any) -> Callable[[str], Remedy]:
     return unload
 
 
-__all__ = ["MiB", "Root", "attribute", "memory_report"]
+def holders_summary(manager: Any, device: str, *, limit: int = 3) -> str:
+    """The largest holders on ``device`` that are not models, in a few words, for an error message:
+    ``other holders on cpu: x 4.0 MiB, Out[3] 2.0 MiB (nbmodels.memory() or %memory: what frees each)``.
+    Empty when there are none; never raises (an error message must not fail)."""
+    try:
+        found = memory_report(manager, cuda=[])
+    except Exception:
+        return ""
+    rows = [r for r in found.rows if r.device == device and r.kind not in ("model", "released model", "smaller")]
+    if not rows:
+        return ""
+    named = ", ".join(f"{row.owner} {memory.format_bytes(row.nbytes)}" for row in rows[:limit])
+    return f"other holders on {device}: {named} (nbmodels.memory() or %memory: what frees each)"
+
+
+__all__ = ["MiB", "Root", "attribute", "holders_summary", "memory_report"]
