@@ -344,3 +344,17 @@ def test_a_load_out_of_memory_names_the_other_holders(manager: ModelManager, ns:
     message = str(info.value)
     assert "other holders on cpu: activations 3.0 MiB (nbmodels.memory() or %memory: what frees each)" in message
     assert message.index("other holders") < message.index("nothing nbmodels manages there can be freed")
+
+
+def test_a_report_leaves_no_cycle_that_keeps_a_value_alive(manager: ModelManager, ns: dict[str, Any]) -> None:
+    """Without a collection after it, deleting a variable the report walked frees it at once."""
+    ns["x"] = floats(2 * MiB)
+    ref = weakref.ref(ns["x"])
+    gc.collect()
+    gc.disable()
+    try:
+        memory_report(manager, cuda=[])
+        del ns["x"]
+        assert ref() is None
+    finally:
+        gc.enable()

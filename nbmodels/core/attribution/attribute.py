@@ -165,25 +165,8 @@ def attribute(
     model_roots = [(Root(name, "model", unload(name), None, order=(0, 0, name)), model) for name, model in models]
     walker = Walker(boundaries, budget=budget)
     known: dict[int, StorageInfo] = {}
-    claims: dict[int, list[_Claim]] = {}
-    groups: dict[int, int] = {}
-    stopped: list[str] = []
-    unreadable = 0
-    walked: dict[int, dict[int, Reach]] = {}
-    for root, value in [*model_roots, *site_roots]:
-        if root.kind != "model":
-            root.order = _root_order(root.name, root.kind)
-        root.group = groups.setdefault(id(value), len(groups))
-        reached = walked.get(id(value))
-        if reached is None:
-            result = walker.walk(value, "", known)  # paths relative to the value: each root adds its own name
-            reached = walked[id(value)] = result.reached
-            if result.truncated:
-                stopped.append(root.name)
-            unreadable += result.unreadable
-        for key, reach in reached.items():
-            claims.setdefault(key, []).append(_Claim(root, reach))
-    del site_roots, model_roots, walked
+    claims, stopped, unreadable = _walk_roots(walker, [*model_roots, *site_roots], known)
+    del site_roots, model_roots, walker  # no root is held while the census runs
     truncated = []
     if stopped:
         more = f" and {len(stopped) - 5} more" if len(stopped) > 5 else ""
@@ -240,6 +223,33 @@ def attribute(
         threshold=threshold,
         truncated="; ".join(truncated),
     )
+
+
+def _walk_roots(
+    walker: Walker, roots: list[tuple[Root, Any]], known: dict[int, StorageInfo]
+) -> tuple[dict[int, list[_Claim]], list[str], int]:
+    """Walk each distinct root value once: the claims on each storage, the roots whose walk ran out of
+    budget, and how many objects could not be read. Its locals (the roots' values) go when it returns."""
+    claims: dict[int, list[_Claim]] = {}
+    groups: dict[int, int] = {}
+    stopped: list[str] = []
+    unreadable = 0
+    walked: dict[int, dict[int, Reach]] = {}
+    for root, value in roots:
+        if root.kind != "model":
+            root.order = _root_order(root.name, root.kind)
+        root.group = groups.setdefault(id(value), len(groups))
+        reached = walked.get(id(value))
+        if reached is None:
+            result = walker.walk(value, "", known)  # paths relative to the value: each root adds its own name
+            reached = walked[id(value)] = result.reached
+            if result.truncated:
+                stopped.append(root.name)
+            unreadable += result.unreadable
+        for key, reach in reached.items():
+            claims.setdefault(key, []).append(_Claim(root, reach))
+    roots.clear()
+    return claims, stopped, unreadable
 
 
 def _owner(found: list[_Claim], released: str | None) -> tuple[str, RowKind]:

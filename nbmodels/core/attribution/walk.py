@@ -301,13 +301,24 @@ def _push(
 
 
 def _running_frames() -> set[int]:
-    """The frames every thread is running now."""
+    """The ids of the frames every thread is running now.
+
+    ``sys._current_frames()`` includes this very frame: a local bound to it is a
+    reference cycle that would keep every caller's locals (the report's roots)
+    alive until the next collection, so no local may still hold a frame at return.
+    """
     running: set[int] = set()
-    for frame in list(sys._current_frames().values()):
-        current: Any = frame
-        while current is not None:
-            running.add(id(current))
-            current = current.f_back
+    frames = list(sys._current_frames().values())
+    current: Any = None
+    try:
+        while frames:
+            current = frames.pop()
+            while current is not None:
+                running.add(id(current))
+                current = current.f_back
+    finally:
+        current = None
+        frames.clear()
     return running
 
 
