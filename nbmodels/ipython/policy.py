@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -142,8 +143,8 @@ def account_lines(manager: ModelManager, error: BaseException) -> list[str]:
         from nbmodels.ipython.memory import holder_lines
 
         lines[-1:-1] = holder_lines(device, manager)
-    except Exception:
-        log.exception("nbmodels: naming the other holders failed")
+    except Exception:  # the traceback as text: a kept record would hold the report's frames
+        log.error("nbmodels: naming the other holders failed\n%s", traceback.format_exc())
     return [f"nbmodels: {lines[0]}", *lines[1:]]
 
 

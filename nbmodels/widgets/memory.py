@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import logging
+import traceback
 from typing import Any
 
 import ipywidgets as widgets
@@ -57,7 +58,8 @@ class MemorySection:
             text = report._repr_html_()
             del report
         except Exception as exc:
-            log.exception("nbmodels: the memory report failed")
+            # the traceback as text: a kept record of the exception would hold the report's frames
+            log.error("nbmodels: the memory report failed\n%s", traceback.format_exc())
             text = f'<div class="nbm-error">the report failed: {html.escape(f"{type(exc).__name__}: {exc}")}</div>'
         self.computed += 1
         self.view.value = text

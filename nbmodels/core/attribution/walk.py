@@ -208,7 +208,8 @@ class Walker:
                             continue
             except Exception as exc:  # is skipped and counted, never fails the report
                 unreadable += 1
-                log.debug("nbmodels: the memory walk skipped a %s: %s", type(obj).__name__, exc)
+                # text, never the exception: a kept log record would hold its traceback, and this frame
+                log.debug("nbmodels: the memory walk skipped a %s: %s", type(obj).__name__, str(exc))
             del obj, push, kind
         held.clear()
         self.left = max(self.left - visited, 0)
