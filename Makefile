@@ -1,23 +1,49 @@
 # Two commands do all set-up on a fresh machine with Python 3.10+ and make:
 #   make demo   create .venv, install, run the main job on built-in demo models (CPU)
 #   make test   create .venv if needed, install the test dependencies, lint, run the whole suite
+#               (and the JupyterLab extension's jest tests)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean labextension
+
+# The JupyterLab extension (labextension/, TypeScript): npm installs its packages from the lock file,
+# then builds it into labextension/dist, which the wheel ships (pyproject's data-files). Node 20 + npm.
+LABEXT_SOURCES := $(wildcard labextension/src/*.ts labextension/style/*) labextension/package.json labextension/tsconfig.json
+LABEXT_BUILT   := labextension/dist/package.json
+
+labextension/node_modules/.package-lock.json: labextension/package-lock.json
+	cd labextension && npm ci --no-audit --no-fund --loglevel=error
+
+$(LABEXT_BUILT): labextension/node_modules/.package-lock.json $(LABEXT_SOURCES)
+	cd labextension && npm run --silent build
+	touch $@
+
+labextension: $(LABEXT_BUILT)
+
+# `pip install -e` installs no data files: link the built extension (so a rebuild shows at the next page load)
+# and copy the server extension's config file into the venv, where a wheel install puts them.
+define JUPYTER_FILES
+	rm -rf $(VENV)/share/jupyter/labextensions/nbmodels
+	mkdir -p $(VENV)/share/jupyter/labextensions $(VENV)/etc/jupyter/jupyter_server_config.d
+	ln -s $(CURDIR)/labextension/dist $(VENV)/share/jupyter/labextensions/nbmodels
+	cp jupyter-config/jupyter_server_config.d/nbmodels.json $(VENV)/etc/jupyter/jupyter_server_config.d/
+endef
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The demo runs a notebook on a kernel: it needs no JupyterLab extension (and so no Node).
 $(VENV)/.installed-demo: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e '.[notebook]'
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml constraints.txt $(LABEXT_BUILT) | $(BIN)/python
 	$(PIP) -e '.[test]'
+	$(JUPYTER_FILES)
 	touch $@ $(VENV)/.installed-demo
 
 demo: $(VENV)/.installed-demo
@@ -29,10 +55,11 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 test: lint
+	cd labextension && npx --no-install jest --silent
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache labextension/dist labextension/lib labextension/node_modules

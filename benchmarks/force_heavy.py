@@ -13,6 +13,9 @@ InteractiveShell with the extension:
   the session rebuilt for each);
 - the same with a failed cell in the history (a traceback that holds the
   model): the printer leaves reference cycles behind, so one gc pass runs;
+- the same beside a million-item list of data defined before the holders
+  (``data = [(i, str(i)) for i in range(1_000_000)]``): the search must cost
+  what the model's neighbourhood costs, not what the user's data does;
 - for scale, one ``gc.collect()`` in the same process: what the naive way
   (and every search that collected first) pays.
 """
@@ -32,6 +35,7 @@ from benchmarks.common import Figure, cell_runner, pick
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "NBMODELS-BENCH "
 
+DATA = "data = [(i, str(i)) for i in range({items})]\n"
 SESSION = """
 model = mgr.load('m', 'demo:transformer', size_mb={size_mb})
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -51,7 +55,7 @@ cache = {{'model': model, 'note': 'kept'}}
 FAILING = "def evaluate(m):\n    y = m(tokens)\n    raise ValueError('bad metric')\n"
 
 
-def _child(size_mb: str, rounds: str) -> None:
+def _child(size_mb: str, rounds: str, items: str) -> None:
     import gc
 
     import sentence_transformers  # noqa: F401 - a heavy notebook imports these
@@ -73,12 +77,13 @@ def _child(size_mb: str, rounds: str) -> None:
         cell(code)
         return time.perf_counter() - started
 
-    for failing in (False, True):
+    for key in ("plain", "failing", "data"):
+        failing = key == "failing"
         reports: list[float] = []
         forced: list[float] = []
         freed: list[bool] = []
         for _ in range(int(rounds)):
-            cell(SESSION.format(size_mb=size_mb))
+            cell((DATA.format(items=items) if key == "data" else "data = None\n") + SESSION.format(size_mb=size_mb))
             cell("model")  # echoed: Out[N], _N, _ hold it
             if failing:
                 cell(FAILING)
@@ -90,7 +95,6 @@ def _child(size_mb: str, rounds: str) -> None:
             forced.append(timed("report = mgr.unload('m', force=True)"))
             freed.append(bool(ip.user_ns["report"].ok))
             cell("del report")
-        key = "failing" if failing else "plain"
         figures[f"report_{key}"] = statistics.median(reports) * 1000
         figures[f"force_{key}"] = statistics.median(forced) * 1000
         figures[f"freed_{key}"] = sum(freed) / len(freed)
@@ -104,10 +108,10 @@ def _child(size_mb: str, rounds: str) -> None:
 
 
 def run() -> list[Figure]:
-    size_mb, rounds = pick(40, 4), pick(7, 2)
+    size_mb, rounds, items = pick(40, 4), pick(7, 2), pick(1_000_000, 10_000)
     code = "import sys; from benchmarks.force_heavy import _child; _child(*sys.argv[1:])"
     done = subprocess.run(
-        [sys.executable, "-c", code, str(size_mb), str(rounds)],
+        [sys.executable, "-c", code, str(size_mb), str(rounds), str(items)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -139,6 +143,11 @@ def run() -> list[Figure]:
         ),
         Figure("one gc.collect() in the same session", gc_ms, "ms", note="what collecting first would cost"),
         Figure("force ÷ one gc.collect()", found["force_plain"] / gc_ms, "ratio", target=1.0),
+        Figure(f"beside {items:,} items of data: report", found["report_data"], "ms", target=150.0, note=where),
+        Figure(f"beside {items:,} items of data: force", found["force_data"], "ms", target=150.0, note=where),
+        Figure(f"beside {items:,} items of data: report ÷ gc.collect()", found["report_data"] / gc_ms, "ratio", 0.5),
+        Figure(f"beside {items:,} items of data: force ÷ gc.collect()", found["force_data"] / gc_ms, "ratio", 0.5),
+        Figure(f"beside {items:,} items of data: force freed the model", found["freed_data"], "fraction", 1.0, ">="),
     ]
 
 

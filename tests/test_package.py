@@ -81,7 +81,9 @@ def test_the_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
     by constraints.txt), and run ``python -m nbmodels demo`` from a folder that is not a checkout."""
     source = tmp_path / "source"
     source.mkdir()
-    shutil.copytree(REPO / "nbmodels", source / "nbmodels", ignore=shutil.ignore_patterns("__pycache__"))
+    # The package, the server extension's config and the built JupyterLab extension (make builds it).
+    for folder in ("nbmodels", "jupyter-config", "labextension/dist"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     dist = tmp_path / "dist"
@@ -97,6 +99,12 @@ def test_the_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         assert "nbmodels/notebooks/quickstart.ipynb" in archive.namelist()
         assert "nbmodels/py.typed" in archive.namelist()
+        data = "nbmodels-0.1.0.data/data/"
+        assert f"{data}etc/jupyter/jupyter_server_config.d/nbmodels.json" in archive.namelist()
+        assert f"{data}share/jupyter/labextensions/nbmodels/package.json" in archive.namelist()
+        assert any(
+            n.startswith(f"{data}share/jupyter/labextensions/nbmodels/static/remoteEntry.") for n in archive.namelist()
+        )
 
     env_dir = tmp_path / "fresh env"  # a path with a space, as users have
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120)
@@ -109,6 +117,9 @@ def test_the_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
         check=False,
     )
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    # pip install alone enables the server extension and installs the JupyterLab extension.
+    assert (env_dir / "etc" / "jupyter" / "jupyter_server_config.d" / "nbmodels.json").is_file()
+    assert (env_dir / "share" / "jupyter" / "labextensions" / "nbmodels" / "install.json").is_file()
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

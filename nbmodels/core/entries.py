@@ -146,14 +146,23 @@ class Registration:
     defaults: dict[str, Any]
 
 
+MAX_NAME_LENGTH = 200
+
+
 def check_name(name: Any) -> str:
     """``name`` if it can name a model; InvalidArgumentError (empty, spaces, not a string) otherwise."""
     if not isinstance(name, str):
         raise InvalidArgumentError(f"a model name must be a string, not {type(name).__name__}")
     if not name.strip():
         raise InvalidArgumentError("the model name is empty; give the model a name such as 'encoder'")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidArgumentError(f"a model name of {len(name)} characters; use at most {MAX_NAME_LENGTH}")
     if name != name.strip() or any(ch.isspace() for ch in name):
         raise InvalidArgumentError(f"model name {name!r} contains spaces; use a name without spaces")
+    if not name.isprintable():  # ESC, NUL, bidi overrides: a name is printed in tables, terminals, other kernels
+        raise InvalidArgumentError(
+            f"model name {name!r} contains control or formatting characters; use printable characters"
+        )
     return name
 
 

@@ -17,6 +17,7 @@ Nothing here imports torch or ray; a worker starts only when a model asks for on
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -24,9 +25,32 @@ from typing import Any
 from nbmodels.core.memory import Footprint
 from nbmodels.errors import InvalidArgumentError
 
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
+_RAY_ADDRESS = re.compile(rf"^(?:ray://)?{_HOST}:(\d{{1,5}})$")
+
 KERNEL = "kernel"
 RUNNERS = (KERNEL, "process", "ray")
 STOP_TIMEOUT = 2.0  # a polite stop, then a kill: the issue's "within 2 s"
+
+
+def check_ray_address(address: Any) -> str:
+    """``address`` when it can name a Ray cluster ('' for none): ``auto``, ``ray://host:port`` or ``host:port``.
+
+    Checked when it is set, not at the first Ray load. A remote address runs the
+    model's source, keywords and ``sys.path`` entries on that cluster.
+    """
+    if not isinstance(address, str):
+        raise InvalidArgumentError(f"ray_address must be text, not {type(address).__name__}")
+    text = address.strip()
+    if text in ("", "auto"):
+        return text
+    match = _RAY_ADDRESS.match(text)
+    if match is None or not 0 < int(match.group(1)) < 65536:
+        shown = text if len(text) <= 80 else text[:79] + "…"
+        raise InvalidArgumentError(
+            f"ray_address {shown!r} is not 'auto', 'ray://host:port' or 'host:port' (e.g. 'ray://10.0.0.5:10001')"
+        )
+    return text
 
 
 def check_runner(runner: Any) -> str:
@@ -121,6 +145,7 @@ __all__ = [
     "RUNNERS",
     "RemoteMeasurement",
     "check_portable",
+    "check_ray_address",
     "check_runner",
     "is_remote",
     "measure_again",

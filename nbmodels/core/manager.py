@@ -46,7 +46,7 @@ from nbmodels.core.policy.placement import native_kwargs
 from nbmodels.core.policy.sizes import parse_duration
 from nbmodels.core.release import Request
 from nbmodels.core.reports import Event, ModelInfo, ModelList, ReleaseReport
-from nbmodels.core.sources import keywords_text, resolve
+from nbmodels.core.sources import check_safety_keywords, keywords_text, resolve
 from nbmodels.errors import InvalidArgumentError, ModelConflictError, ModelLoadError, ModelNotFoundError, NbModelsError
 
 log = logging.getLogger("nbmodels")
@@ -237,6 +237,7 @@ class ModelManager(Budgeting, Keeping):
         else:
             resolved = resolve(source)
         where = isolation.check_runner(runner)
+        check_safety_keywords(kwargs, trust=trust)  # before anything else: a keyword never turns a safety off alone
         if resolved.check_keywords is not None:
             resolved.check_keywords(kwargs)
         if where != isolation.KERNEL:  # a worker must be able to rebuild it: say so now, not after a reload

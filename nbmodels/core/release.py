@@ -24,13 +24,13 @@ from typing import Any
 
 from nbmodels.core import isolation, memory
 from nbmodels.core.holders.records import Action, Blocker, RemovalPlan
-from nbmodels.core.holders.sites import Boundary, Site
+from nbmodels.core.holders.sites import Boundary, Gap, Site
 from nbmodels.core.holders.watch import Watch
 from nbmodels.core.reports import ReleaseReport, StillAlive
 
 log = logging.getLogger("nbmodels")
 
-Places = Callable[[], list[Site | Boundary]]
+Places = Callable[[], list[Site | Boundary | Gap]]
 FixCommand = Callable[[str, Sequence[str]], str]
 
 
@@ -67,11 +67,13 @@ def release(
     loaded: Callable[[], list[tuple[str, Any]]],
     fix: FixCommand,
     pending: tuple[str, ...] = (),
+    record: Callable[[Watch], None] | None = None,
 ) -> tuple[ReleaseReport, list[Watch]]:
     """Release ``taken`` (emptied in place: the caller keeps no reference) and re-check ``survivors``.
 
     Returns the report and the watches of models still alive, which the caller
-    keeps so that a later unload (with force) can still reach them.
+    keeps so that a later unload (with force) can still reach them. ``record``
+    gets each new watch as soon as it exists, before anything slow runs.
     """
     started = time.perf_counter()
     rss_before = memory.process_rss()
@@ -88,6 +90,8 @@ def release(
                 remotes.append((item.name, item.model))
             else:
                 watches.append(Watch(item.name, item.model))
+                if record is not None:
+                    record(watches[-1])
             if item.on_release is not None:
                 item.on_release(item.model)
         except Exception as exc:

@@ -75,7 +75,44 @@ class Source:
         return self.origin if self.origin is not None else self.text
 
     def load(self, *, trust: bool, kwargs: dict[str, Any]) -> Any:
-        return self.loader(trust=trust, **kwargs)
+        check_safety_keywords(kwargs, trust=trust)
+        return self.loader(trust=bool(trust), **kwargs)
+
+
+# Keywords that turn a loader's safety off, with the value that does: only ``trust`` may do that.
+UNSAFE_KEYWORDS: dict[str, bool] = {
+    "weights_only": False,  # torch.load: unpickle anything (runs code from the file)
+    "trust_remote_code": True,  # transformers, sentence-transformers: run the folder's Python files
+    "allow_pickle": True,  # numpy.load
+    "use_safetensors": False,  # transformers: fall back to pickled .bin weights
+}
+
+
+def check_safety_keywords(kwargs: Mapping[str, Any], *, trust: bool) -> None:
+    """Refuse (one line) a keyword that turns a safety off unless the user said trust.
+
+    A keyword must never do quietly what ``--trust`` exists to make explicit, and
+    no prompt (transformers asks on stdin) may decide it either.
+    """
+    if trust:
+        return
+    for key, unsafe in UNSAFE_KEYWORDS.items():
+        value = kwargs.get(key)
+        if value is not None and isinstance(value, bool | int) and bool(value) == unsafe:
+            raise InvalidArgumentError(
+                f"{key}={value!r} turns a safety off (the files could run code); "
+                "pass --trust (trust=True) as well, only if you trust where they came from"
+            )
+
+
+def _without_unsafe_advice(text: str, name: str) -> str:
+    """A loader's error in one line, without its advice to turn safety off (torch: "set weights_only=False")."""
+    detail = " ".join(text.split())
+    if "weights_only" in detail or "trust_remote_code" in detail:
+        return (
+            f"{name} cannot be loaded safely (it needs code from the file to run); pass --trust if you trust this file"
+        )
+    return detail
 
 
 def resolve(source: Any) -> Source:
@@ -94,8 +131,13 @@ def resolve(source: Any) -> Source:
     text = source.strip()
     if not text:
         raise SourceError("the source is empty; pass a callable, 'package.module:factory', 'demo:NAME' or a path")
+    if len(text) > MAX_SOURCE_LENGTH:
+        raise SourceError(
+            f"the source is {len(text)} characters long; give a path or 'package.module:factory' "
+            f"of at most {MAX_SOURCE_LENGTH}"
+        )
     path = Path(os.path.expanduser(text))
-    if path.exists():
+    if _exists(path):
         return _path_source(path)
     if ":" in text:
         return _scheme_source(text)
@@ -107,6 +149,25 @@ def resolve(source: Any) -> Source:
     )
 
 
+MAX_SOURCE_LENGTH = 4096  # PATH_MAX: longer is no path, and no 'module:factory' either
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, False for a name the system refuses (too long, NUL) rather than an OSError."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _refuse_builtin(module: Any, text: str) -> None:
+    """``builtins:int``, ``print``: a Python builtin builds no model, whatever it returns."""
+    if module == "builtins":
+        raise SourceError(
+            f"{text} is a Python builtin, not a model factory; use 'package.module:factory', 'demo:NAME' or a path"
+        )
+
+
 def from_namespace(source: Any, namespace: Mapping[str, Any]) -> Any:
     """A bare name bound in a notebook's namespace (``%load_model m make``) is that factory; else ``source``.
 
@@ -114,6 +175,8 @@ def from_namespace(source: Any, namespace: Mapping[str, Any]) -> Any:
     name bound to something that builds no model (a model already built, a
     number) and a bare name bound to nothing are SourceErrors that say so.
     """
+    if isinstance(source, str) and len(source.strip()) > MAX_SOURCE_LENGTH:
+        return source  # resolve() refuses it in one line
     if not isinstance(source, str) or not source.isidentifier() or keyword.iskeyword(source):
         return source
     if os.path.exists(os.path.expanduser(source)):
@@ -151,6 +214,7 @@ def _call(factory: Callable[..., Any]) -> Callable[..., Any]:
 def _callable_source(factory: Callable[..., Any]) -> Source:
     """A factory is known by where it is defined, so redefining it (a cell run again) is the same source."""
     module, qualname = getattr(factory, "__module__", None), getattr(factory, "__qualname__", None)
+    _refuse_builtin(module, f"{module}:{qualname}")
     if isinstance(module, str) and isinstance(qualname, str):
         text = f"{module}:{qualname}"
         key: object = text  # the same key as the 'module:factory' text for it
@@ -210,6 +274,7 @@ def _scheme_source(text: str) -> Source:
             f"source {text!r} is neither 'package.module:factory' nor a known scheme "
             f"(demo{''.join(', ' + s for s in sorted(_plugin_loaders()))})"
         )
+    _refuse_builtin(scheme, text)
     _check_module_exists(scheme, text)
     check = None
     if scheme in sys.modules:  # already imported: check the factory and its keywords now, for free
@@ -397,7 +462,7 @@ def _file_keywords(path: Path) -> KeywordCheck:
     """Checkpoint files take ``arch`` and the keywords that build it; keywords without arch fit nothing."""
 
     def check(kwargs: dict[str, Any]) -> None:
-        extra = sorted(key for key in kwargs if key != "arch")
+        extra = sorted(key for key in kwargs if key not in ("arch", "weights_only"))
         if extra and "arch" not in kwargs:
             raise InvalidArgumentError(
                 f"{path.name} holds weights, not a factory; keywords {extra} need arch='package.module:factory'"
@@ -459,6 +524,7 @@ def _apply_state_dict(path: Path, state: dict[str, Any], arch: Any, kwargs: dict
 
 def _safetensors(path: Path) -> Callable[..., Any]:
     def load(*, trust: bool, arch: Any = None, **kwargs: Any) -> Any:
+        kwargs.pop("weights_only", None)  # a safetensors file holds no pickle: nothing to switch
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -495,18 +561,20 @@ def _checkpoint(path: Path) -> Callable[..., Any]:
             if arch is not None or kwargs:
                 raise InvalidArgumentError(f"{path.name} is a TorchScript archive; it takes no arch or keywords")
             return torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        weights_only = bool(kwargs.pop("weights_only", not trust)) or not trust
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=not trust)
+            obj = torch.load(str(path), map_location="cpu", weights_only=weights_only)
         except pickle.UnpicklingError as exc:
             text = str(exc)
             if not trust and "weights_only" in text.replace(" ", "_") and "global" in text.lower():
                 raise UnsafeCheckpointError(
                     f"{path.name} holds pickled Python objects, and unpickling it can run code from the file; "
                     "load it with trust=True (--trust) only if you trust where it came from"
-                ) from exc
-            raise SourceError(f"{path.name} is not a readable torch checkpoint ({_unpickling_detail(text)})") from exc
+                ) from None
+            detail = _without_unsafe_advice(_unpickling_detail(text), path.name)
+            raise SourceError(f"{path.name} is not a readable torch checkpoint ({detail})") from None
         except (RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
-            detail = " ".join(str(exc).split()) or type(exc).__name__
+            detail = _without_unsafe_advice(str(exc), path.name) or type(exc).__name__
             raise SourceError(f"{path.name} is not a readable torch checkpoint ({detail})") from exc
         if isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
             return _apply_state_dict(path, obj, arch, kwargs)
@@ -525,12 +593,23 @@ def _hugging_face(path: Path) -> Callable[..., Any]:
             raise SourceError(
                 f"{path.name} is a Hugging Face model folder; install transformers: pip install 'nbmodels[hf]'"
             ) from exc
-        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+        remote_code = bool(kwargs.pop("trust_remote_code", trust)) and bool(trust)  # never a prompt on stdin
+        try:
+            config = transformers.AutoConfig.from_pretrained(
+                str(path), local_files_only=True, trust_remote_code=remote_code
+            )
+        except ValueError as exc:
+            if "trust_remote_code" in str(exc) or "custom code" in str(exc):
+                raise UnsafeCheckpointError(
+                    f"{path.name} names Python code of its own (auto_map in config.json), and loading it runs "
+                    "that code; pass --trust only if you trust this folder"
+                ) from None
+            raise
         class_name = auto_class or next(iter(getattr(config, "architectures", None) or []), "AutoModel")
         model_class = getattr(transformers, class_name, None)
         if model_class is None:
             raise SourceError(f"transformers has no class {class_name!r} (named by {path.name}/config.json)")
-        return model_class.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust, **kwargs)
+        return model_class.from_pretrained(str(path), local_files_only=True, trust_remote_code=remote_code, **kwargs)
 
     return load
 
@@ -544,6 +623,7 @@ def _sentence_transformer(path: Path) -> Callable[..., Any]:
                 f"{path.name} is a sentence-transformers folder; install it: pip install 'nbmodels[hf]'"
             ) from exc
         kwargs.setdefault("device", "cpu")
-        return SentenceTransformer(str(path), local_files_only=True, trust_remote_code=trust, **kwargs)
+        remote_code = bool(kwargs.pop("trust_remote_code", trust)) and bool(trust)
+        return SentenceTransformer(str(path), local_files_only=True, trust_remote_code=remote_code, **kwargs)
 
     return load

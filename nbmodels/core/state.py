@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from nbmodels.core.entries import Entry, Pending, Registration, check_name
-from nbmodels.core.holders.sites import Boundary, HolderFinder, Site, default_sites
+from nbmodels.core.holders.sites import Boundary, Gap, HolderFinder, Site, default_sites
 from nbmodels.core.holders.watch import Watch
 from nbmodels.core.policy import budget as budgets
 from nbmodels.core.release import Released, Request, dry_run, release
@@ -81,17 +81,20 @@ class ManagerState:
         """
         return self._add_to(self._holder_finders, finder)
 
-    def _places(self) -> list[Site | Boundary]:
+    def _places(self) -> list[Site | Boundary | Gap]:
         """Where the holder search starts (and what it never enters), as of now."""
-        places: list[Site | Boundary] = [*default_sites(), Boundary(self)]
+        places: list[Site | Boundary | Gap] = [*default_sites(), Boundary(self)]
         with self._lock:
             finders = list(self._holder_finders)
         for finder in finders:
             try:
                 places.extend(finder())
-            except Exception:
+            except Exception as exc:
                 # the text of the traceback, not the traceback: its frames would keep the search's locals alive
                 log.error("a holder finder failed; the search goes on without it\n%s", traceback.format_exc())
+                reason = f"a holder finder failed ({type(exc).__name__}: {exc}), so some places were not searched"
+                places.append(Gap(reason))
+                del exc
         return places
 
     def _loaded_models(self) -> list[tuple[str, Any]]:
@@ -119,8 +122,23 @@ class ManagerState:
         request: Request,
         survivors: list[Watch] | None = None,
     ) -> ReleaseReport:
-        """Release ``taken`` (see :mod:`nbmodels.core.release`) and remember what stayed alive."""
+        """Release ``taken`` (see :mod:`nbmodels.core.release`) and remember what stayed alive.
+
+        Every model is recorded as a survivor before the slow part (the search,
+        force) and dropped from the record only once it is known dead: an
+        interrupt anywhere in between leaves it findable by a later ``--force``.
+        """
+        recorded: list[Watch] = list(survivors or [])
         with self._release_lock:
+            with self._lock:
+                for watch in recorded:
+                    self._survivors.setdefault(watch.name, []).append(watch)
+
+            def record(watch: Watch) -> None:
+                with self._lock:
+                    recorded.append(watch)
+                    self._survivors.setdefault(watch.name, []).append(watch)
+
             report, alive = release(
                 taken,
                 survivors or [],
@@ -129,11 +147,16 @@ class ManagerState:
                 loaded=self._loaded_models,
                 fix=self._fix_command,
                 pending=pending,
+                record=record,
             )
-            if alive:
-                with self._lock:
-                    for watch in alive:
-                        self._survivors.setdefault(watch.name, []).append(watch)
+            with self._lock:
+                keep = {id(watch) for watch in alive}
+                for watch in recorded:
+                    if id(watch) not in keep:
+                        watches = self._survivors.get(watch.name, [])
+                        remove_identical(watches, watch)
+                        if not watches:
+                            self._survivors.pop(watch.name, None)
         return report
 
     def _dry_run(self, names: list[str], request: Request) -> ReleaseReport:

@@ -19,6 +19,7 @@ from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, Union, defaul
 from traitlets.config import Configurable
 
 from nbmodels.core.devices import dtype_name, parse_device_name
+from nbmodels.core.isolation import check_ray_address
 from nbmodels.core.policy.budget import check_count, parse_budgets
 from nbmodels.core.policy.sizes import parse_duration
 from nbmodels.errors import InvalidArgumentError
@@ -97,15 +98,32 @@ def _read_path(raw: str, fallback: str) -> tuple[str, str]:
 SPARE_WORKERS_RANGE = (0, 8)
 
 
+def check_spare_workers(value: Any) -> int:
+    """A whole number of spare workers from 0 to 8 (each is a started interpreter with torch imported)."""
+    low, high = SPARE_WORKERS_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArgumentError(f"spare_workers must be a whole number from {low} to {high}, not {value!r}")
+    return value
+
+
+def check_shutdown_log(value: Any) -> str:
+    """A shutdown log whose file can be appended to ('' for none); the problem in one line otherwise."""
+    from nbmodels.ipython.shutdown import log_path_problem
+
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"shutdown_log must be a path, not {type(value).__name__}")
+    problem = log_path_problem(value)
+    if problem:
+        raise InvalidArgumentError(problem)
+    return value
+
+
 def _read_count(raw: str, fallback: int) -> tuple[int, str]:
     low, high = SPARE_WORKERS_RANGE
     try:
-        value = int(raw.strip() or fallback)
-    except ValueError:
-        value = -1
-    if not low <= value <= high:
+        return check_spare_workers(int(raw.strip() or fallback)), ""
+    except (ValueError, InvalidArgumentError):
         return fallback, f"is not a whole number from {low} to {high}; using {fallback}"
-    return value, ""
 
 
 def _read_checked(check: Any, what: str, using: str) -> Any:
@@ -147,7 +165,7 @@ _READERS: dict[str, Any] = {
     "shutdown_timeout": _read_timeout,
     "handle_sigterm": _read_bool,
     "spare_workers": _read_count,
-    "ray_address": _read_path,
+    "ray_address": _read_checked(check_ray_address, "a Ray address ('auto', 'ray://host:port', 'host:port')", "''"),
     "max_memory": _read_checked(parse_budgets, "a budget such as 'cpu=8GiB,cuda:0=0.8'", "no budget"),
     "max_loaded_models": _read_model_count,
     "keep_alive": _read_checked(parse_duration, "a duration such as '30m' or -1", "-1 (forever)"),
@@ -235,15 +253,21 @@ class NBModels(Configurable):
         return value
 
     @validate("spare_workers")
-    def _check_spare_workers(self, proposal: dict[str, Any]) -> int:
-        """Clamp rather than refuse, as for the timeout: a typo in a profile must not stop the extension."""
-        value = int(proposal["value"])
-        low, high = SPARE_WORKERS_RANGE
-        if not low <= value <= high:
-            clamped = min(max(value, low), high)
-            log.warning("NBModels.spare_workers=%r is outside %d..%d; using %d", value, low, high, clamped)
-            return clamped
-        return value
+    def _check_spare_workers(self, proposal: dict[str, Any]) -> Any:
+        """Refused in one line, as the environment's value is: 100 would start 100 interpreters."""
+        return _checked(check_spare_workers, proposal["value"])
+
+    @validate("ray_address")
+    def _check_ray_address(self, proposal: dict[str, Any]) -> Any:
+        return _checked(check_ray_address, proposal["value"])
+
+    @validate("shutdown_log")
+    def _check_shutdown_log(self, proposal: dict[str, Any]) -> Any:
+        """The check the environment's value gets; that one is kept and warned about at load (it cannot be refused)."""
+        value = proposal["value"]
+        if isinstance(value, str) and value == os.environ.get(ENVIRONMENT["shutdown_log"], "").strip():
+            return value
+        return _checked(check_shutdown_log, value)
 
     max_memory = Union(
         [Unicode(), Dict()],

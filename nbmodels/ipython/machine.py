@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -60,13 +61,19 @@ def install(session: Any) -> Callable[[], None] | None:
         publisher.start()
     except OSError as exc:
         log.warning("nbmodels: cannot publish this kernel's state in %s: %s", publisher.directory, exc)
+        if isinstance(exc, MachineError):  # a folder another user can write to: the user must hear it
+            print(f"nbmodels: not publishing this kernel's state: {exc}", file=sys.stderr)
         return None
+    unsaid: list[str] = []  # a failed write, said in the notebook once, after the cell it happened in
+    publisher.on_write_error = unsaid.append
 
     def busy(*_: Any) -> None:
         publisher.set_busy(True)
 
     def idle(*_: Any) -> None:
         publisher.set_busy(False)
+        while unsaid:
+            print(f"nbmodels: {unsaid.pop(0)}", file=sys.stderr)
 
     shell.events.register("pre_run_cell", busy)
     shell.events.register("post_run_cell", idle)

@@ -53,6 +53,7 @@ from nbmodels.errors import (
 )
 from nbmodels.ipython.config import NBModels
 from nbmodels.ipython.handle import ModelHandle
+from nbmodels.ipython.names import variable_problem
 from nbmodels.ipython.progress import with_progress
 from nbmodels.ipython.views import EchoGuard, ModelDetails, ModelTable, display
 
@@ -178,6 +179,12 @@ def parse_keywords(groups: list[list[str]], magic: str = "load_model") -> dict[s
             )
         keywords[key] = value if parsed is _NOT_PARSED else parsed
     return keywords
+
+
+def _refuse_meta(magic: str, device: Any) -> None:
+    """``meta`` holds no data: a model put there loses its weights, and a move there is no success."""
+    if isinstance(device, str) and device.strip().lower() in ("meta", "meta:0"):
+        _usage(magic, "meta is not a place for a loaded model (its weights would be thrown away); use cpu or cuda")
 
 
 def _wrong_keyword_name(error: BaseException) -> bool:
@@ -423,8 +430,9 @@ class NBModelsMagics(Magics):
         """
         args = parse_line(self.load_model, "load_model", line)
         keywords = parse_keywords(args.kw)
-        if args.var is not None and (not args.var.isidentifier() or keyword.iskeyword(args.var)):
-            _usage("load_model", f"--as {args.var!r} is not a Python variable name")
+        if args.var is not None and variable_problem(args.var, self.shell):
+            _usage("load_model", variable_problem(args.var, self.shell))
+        _refuse_meta("load_model", args.device)
         manager = self.manager
         already = args.name in manager and not args.reload
         waited = args.name in manager.loading() and args.source is None
@@ -438,6 +446,7 @@ class NBModelsMagics(Magics):
             _usage("load_model", one_line(exc))
         placement = {"device": args.device, "dtype": args.dtype}
         placement.update(self._default_placement(manager, args.name, placement))
+        _refuse_meta("load_model", placement.get("device"))  # NBModels.default_device = 'meta' too
         with _evictions_for(manager, args.name) as evicted:
             model = self._call(
                 "load_model",
@@ -604,6 +613,7 @@ class NBModelsMagics(Magics):
     def model_to(self, line: str) -> None:
         """Move a loaded model to a device; under a budget there, idle models there leave first."""
         args = parse_line(self.model_to, "model_to", line)
+        _refuse_meta("model_to", args.device)
         self._move("model_to", args.name, args.device)
 
     def _move(self, magic: str, name: str, device: str) -> None:

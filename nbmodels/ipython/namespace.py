@@ -81,6 +81,7 @@ class IPythonHolders:
                 special={key: (key, "output") for key in outputs},
                 unit_keys=outputs,
                 skip=own | {"__builtins__"},
+                keep=dict.fromkeys(names_in_use(user_ns), _IN_USE),
             ),
             Site(
                 hidden,
@@ -189,6 +190,40 @@ class IPythonHolders:
         ]
 
 
+_IN_USE = "the cell running now uses this name; its memory comes back once the cell lets go of it"
+
+
+def names_in_use(user_ns: dict[str, Any]) -> set[str]:
+    """The notebook names that code running now reads or writes (a cell, and functions it calls).
+
+    Force called from inside a cell (a cleanup in a training loop) must not
+    delete ``net`` or ``opt`` under the loop's feet: the next line would fail.
+    Only frames whose globals are the notebook's namespace count; nbmodels' own
+    and the libraries' frames are not the user's code.
+    """
+    used: set[str] = set()
+    tops = list(sys._current_frames().values())
+    try:
+        for top in tops:
+            frame: Any = top
+            while frame is not None:
+                if frame.f_globals is user_ns:
+                    used |= _names_of(frame.f_code)
+                frame = frame.f_back
+    finally:
+        del tops, top, frame  # a frame kept in a local makes a cycle that keeps every caller alive
+    return used
+
+
+def _names_of(code: Any) -> set[str]:
+    """Global and local names a code object and the functions and classes defined in it use."""
+    names = set(code.co_names) | set(code.co_varnames)
+    for const in code.co_consts:
+        if type(const) is type(code):
+            names |= _names_of(const)
+    return names
+
+
 _DISPATCHERS = {
     "_click_handlers": "on_click",
     "_submission_callbacks": "on_submit",
@@ -215,38 +250,54 @@ def _widget_callbacks(user_ns: dict[str, Any]) -> list[Site]:
     names = {id(v): k for k, v in list(user_ns.items()) if not k.startswith("_") and k.isidentifier()}
     sites: list[Site] = []
     for widget in list(instances.values()):
-        variable = names.get(id(widget))
-        who = _escape(variable or f"a {type(widget).__name__} widget with no variable")
-        for attribute, value in list(vars(widget).items()):
-            if isinstance(value, dispatcher_class):
-                method = _DISPATCHERS.get(attribute, attribute)
+        sites += _callbacks_of(widget, names.get(id(widget)), dispatcher_class)
+    return sites
+
+
+def _callbacks_of(widget: Any, variable: str | None, dispatcher_class: type) -> list[Site]:
+    """One widget's callback lists and observers.
+
+    Types are tested on ``type(value)``: ``isinstance`` on a dead ``weakref.proxy``
+    (tqdm's notebook bar keeps one to its widget) raises ``ReferenceError``, which
+    once made the whole IPython finder fail, so ``Out``, ``_`` and
+    ``user_ns_hidden`` went unsearched and force freed nothing.
+    """
+    sites: list[Site] = []
+    who = _escape(variable or f"a {type(widget).__name__} widget with no variable")
+    try:
+        attributes = list(object.__getattribute__(widget, "__dict__").items())
+    except Exception:
+        return sites
+    for attribute, value in attributes:
+        if issubclass(type(value), dispatcher_class):
+            method = _DISPATCHERS.get(attribute, attribute)
+            sites.append(
+                Site(
+                    value.callbacks,
+                    label=f"the {method} callback #{{key}} of {who}",
+                    kind="callback",
+                    remove=remove_item,
+                    command=f"{variable}.{method}({{value}}, remove=True)" if variable else "",
+                    expr="",
+                    unit=True,
+                )
+            )
+    notifiers = dict(attributes).get("_trait_notifiers")
+    for trait, by_type in list(notifiers.items()) if type(notifiers) is dict else ():
+        for handlers in list(by_type.values()) if type(by_type) is dict else ():
+            if type(handlers) is list:
+                trait_text = _escape(repr(trait))
                 sites.append(
                     Site(
-                        value.callbacks,
-                        label=f"the {method} callback #{{key}} of {who}",
+                        handlers,
+                        label=f"the observer #{{key}} of {who}.{_escape(str(trait))}",
                         kind="callback",
                         remove=remove_item,
-                        command=f"{variable}.{method}({{value}}, remove=True)" if variable else "",
+                        command=f"{variable}.unobserve({{value}}, names={trait_text})" if variable else "",
                         expr="",
                         unit=True,
                     )
                 )
-        notifiers = getattr(widget, "_trait_notifiers", None)
-        for trait, by_type in list(notifiers.items()) if isinstance(notifiers, dict) else ():
-            for handlers in list(by_type.values()) if isinstance(by_type, dict) else ():
-                if isinstance(handlers, list):
-                    trait_text = _escape(repr(trait))
-                    sites.append(
-                        Site(
-                            handlers,
-                            label=f"the observer #{{key}} of {who}.{_escape(str(trait))}",
-                            kind="callback",
-                            remove=remove_item,
-                            command=f"{variable}.unobserve({{value}}, names={trait_text})" if variable else "",
-                            expr="",
-                            unit=True,
-                        )
-                    )
     return sites
 
 

@@ -10,8 +10,9 @@ Hence three hooks:
 - a wrapper around ``kernel.do_shutdown`` that only records "shutdown" or
   "restart" (it runs on another thread, so it must not touch models);
 - an ``atexit`` handler (main thread) that releases everything;
-- a SIGTERM handler that releases everything, then lets SIGTERM do what it
-  did before (end the process, or call the previous handler).
+- a SIGTERM handler (and the same for SIGHUP, which a closed terminal or a
+  dying parent sends) that releases everything, then lets the signal do what
+  it did before (end the process, or call the previous handler).
 
 Whichever fires first does the work; the others see it done, so each process
 writes exactly one record. The release runs in a worker thread joined with a
@@ -22,12 +23,14 @@ SIGKILL (``shutdown_kernel(now=True)``, the OOM killer) cannot be hooked.
 from __future__ import annotations
 
 import atexit
+import errno
 import functools
 import itertools
 import json
 import logging
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -42,6 +45,7 @@ from nbmodels.core import ModelManager, ReleaseReport, get_manager
 log = logging.getLogger("nbmodels")
 
 Undo = Callable[[], None]
+_ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
@@ -67,9 +71,9 @@ class ShutdownHook:
         self._manager = manager
         self._claims = itertools.count()  # next() is atomic: the first caller gets 0
         self._running = False
-        self._sigterm_during_run = False
+        self._signal_during_run: int | None = None
         self._requested: str | None = None
-        self._previous_sigterm: SignalHandler = signal.SIG_DFL
+        self._previous: dict[int, SignalHandler] = {}
         self.record: dict[str, Any] | None = None
 
     # --- installing -------------------------------------------------------------
@@ -91,7 +95,8 @@ class ShutdownHook:
         if not sigterm:
             log.debug("nbmodels: no SIGTERM handler (NBModels.handle_sigterm is off)")
         elif hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
-            undos.append(self._install_sigterm())
+            for signum in _ENDING_SIGNALS:
+                undos.append(self._install_signal(signum))
         else:
             log.debug("nbmodels: no SIGTERM handler (signals can only be set on the main thread)")
 
@@ -130,13 +135,13 @@ class ShutdownHook:
 
         return undo
 
-    def _install_sigterm(self) -> Undo:
-        self._previous_sigterm = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+    def _install_signal(self, signum: int) -> Undo:
+        self._previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, self._on_sigterm)
 
         def undo() -> None:
-            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-                signal.signal(signal.SIGTERM, self._previous_sigterm or signal.SIG_DFL)
+            if signal.getsignal(signum) == self._on_sigterm:
+                signal.signal(signum, self._previous.get(signum) or signal.SIG_DFL)
 
         return undo
 
@@ -146,24 +151,25 @@ class ShutdownHook:
         self.run(self._requested or "exit")
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM or SIGHUP: release and record, then let the signal do what it did before."""
         if self._running:
-            # SIGTERM arrived while this thread runs the release (from atexit): finish, then honour it.
-            self._sigterm_during_run = True
+            # The signal arrived while this thread runs the release (from atexit): finish, then honour it.
+            self._signal_during_run = signum
             return
         if self._read_settings().handle_sigterm:
-            self.run(self._requested or "sigterm")
+            self.run(self._requested or signal.Signals(signum).name.lower())
         self._reraise(signum, frame)
 
     def _reraise(self, signum: int, frame: FrameType | None) -> None:
-        """Do what SIGTERM did before we were installed."""
-        previous = self._previous_sigterm
+        """Do what the signal did before we were installed."""
+        previous = self._previous.get(signum, signal.SIG_DFL)
         if callable(previous):
             previous(signum, frame)
             return
         if previous == signal.SIG_IGN:
             return
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
     def _read_settings(self) -> HookSettings:
         try:
@@ -188,15 +194,23 @@ class ShutdownHook:
             self.record = self._release(reason, settings.timeout)
             log.info("nbmodels shutdown hook: %s", json.dumps(self.record))
             if settings.log_path:
-                _append_line(settings.log_path, self.record)
+                try:
+                    _append_line(settings.log_path, self.record)
+                except OSError as exc:  # said, not lost silently: the kernel's log keeps stderr
+                    problem = (
+                        f"the shutdown record could not be written to {settings.log_path!r} "
+                        f"({exc.strerror or exc}); the models were released"
+                    )
+                    log.warning("nbmodels: %s", problem)
+                    print(f"nbmodels: {problem}", file=sys.stderr)
             return self.record
         except BaseException:
             log.exception("nbmodels: the shutdown hook failed (%s)", reason)
             return None
         finally:
             self._running = False
-            if self._sigterm_during_run:
-                self._reraise(signal.SIGTERM, None)
+            if self._signal_during_run is not None:
+                self._reraise(self._signal_during_run, None)
 
     def _release(self, reason: str, timeout: float) -> dict[str, Any]:
         started = time.perf_counter()
@@ -260,17 +274,10 @@ def log_path_problem(path: str) -> str:
     """Why the shutdown log ``path`` cannot be appended to ("" when it can, or when there is none)."""
     if not path:
         return ""
-    target = Path(os.path.expanduser(path))
-    if target.is_dir():
-        why = "it is a folder"
-    elif target.exists():
-        why = "" if os.access(target, os.W_OK) else "the file is not writable"
-    elif not target.parent.is_dir():
-        why = f"its folder {str(target.parent)!r} does not exist"
-    elif not os.access(target.parent, os.W_OK | os.X_OK):
-        why = f"its folder {str(target.parent)!r} is not writable"
-    else:
-        why = ""
+    try:
+        why = _why_not_writable(Path(os.path.expanduser(path)))
+    except (OSError, ValueError) as exc:  # a name too long, a NUL: the system refuses the path itself
+        why = f"the path cannot be used ({getattr(exc, 'strerror', None) or exc})"
     if not why:
         return ""
     return (
@@ -279,12 +286,33 @@ def log_path_problem(path: str) -> str:
     )
 
 
+def _why_not_writable(target: Path) -> str:
+    if target.is_dir():
+        return "it is a folder"
+    if target.exists():
+        return "" if os.access(target, os.W_OK) else "the file is not writable"
+    if not target.parent.is_dir():
+        return f"its folder {str(target.parent)!r} does not exist"
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        return f"its folder {str(target.parent)!r} is not writable"
+    return ""
+
+
 def _append_line(path: str, record: dict[str, Any]) -> None:
-    """Append one JSON line with a single ``write`` (O_APPEND: lines from processes never interleave)."""
+    """Append one JSON line with a single ``write`` (O_APPEND: lines from processes never interleave).
+
+    Never through a symlink, never into a FIFO or device (another user could
+    have planted one), flushed to disk: the record is what a user reads after
+    the process is gone.
+    """
     data = (json.dumps(record, sort_keys=True) + "\n").encode()
-    fd = os.open(os.path.expanduser(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(os.path.expanduser(path), flags, 0o600)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
         os.write(fd, data)
+        os.fsync(fd)
     finally:
         os.close(fd)
 

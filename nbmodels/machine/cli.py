@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from nbmodels.machine.errors import MachineError
+from nbmodels.machine.files import printable
 from nbmodels.machine.free import DEFAULT_TIMEOUT, free_kernel
 from nbmodels.machine.scan import scan
 from nbmodels.machine.view import as_dict, text_table
@@ -52,14 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ps":
             view = scan(args.runtime_dir)
             for warning in view.warnings:
-                print(f"nbmodels ps: warning: {warning}", file=sys.stderr)
+                print(f"nbmodels ps: warning: {printable(warning, 400)}", file=sys.stderr)
             print(json.dumps(as_dict(view), indent=2) if args.json else text_table(view))
             return 0
         result = free_kernel(args.kernel, runtime_dir=args.runtime_dir, timeout=args.timeout)
         print(json.dumps(result.reply, indent=2, sort_keys=True) if args.json else str(result))
         return 0
     except MachineError as exc:
-        print(f"nbmodels {args.command}: {exc}", file=sys.stderr)
+        print(f"nbmodels {args.command}: {printable(str(exc), 400)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"nbmodels {args.command}: interrupted", file=sys.stderr)

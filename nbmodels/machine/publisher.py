@@ -11,7 +11,9 @@ answers ``{"request": "free"}`` from another process of the same user by
 releasing every model, on the server's own thread, so a kernel that is busy
 with a long cell still frees: the manager is thread-safe. A model the running
 cell still uses is listed in the answer as still in use, and its memory comes
-back when the cell lets go (the next state file says so).
+back when the cell lets go (the next state file says so). ``{"request": "release"}``
+releases one model or all, with force and dry run (the JupyterLab server
+extension's Unload and Free buttons).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from nbmodels.core.manager import ModelManager
 from nbmodels.core.reports import Event, ReleaseReport, StillAlive
 from nbmodels.machine import paths
 from nbmodels.machine.control import ControlServer
+from nbmodels.machine.files import check_private_dir
 from nbmodels.machine.state import VERSION, KernelState, model_states, write_atomically
 
 log = logging.getLogger("nbmodels")
@@ -130,12 +133,16 @@ class Publisher:
         self._unsubscribe: Callable[[], None] | None = None
         self._closed = False
         self.socket_error = ""
+        self.write_error = ""  # the last failed write, said once until a write succeeds again
+        self.on_write_error: Callable[[str], None] | None = None  # the IPython layer says it in the notebook
+        self._told = False  # the notebook hears of failed writes once per process (a nearly full disk flaps)
 
     # --- lifecycle --------------------------------------------------------------
 
     def start(self) -> None:
         """Create the directory, clean stale files, open the socket, write the state, follow the manager."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        check_private_dir(self.directory)  # RefusedError (an OSError too): another user could redirect our files
         from nbmodels.machine.scan import clean_stale
 
         clean_stale(self.directory)
@@ -230,13 +237,39 @@ class Publisher:
                 state = self.snapshot()
                 write_atomically(self.path, state.to_json())
             except Exception as exc:
-                log.warning("nbmodels: could not write the kernel state file %s: %s", self.path, exc)
+                self._failed(exc)
                 return
+            if self.write_error:
+                log.warning("nbmodels: the kernel state file %s is written again", self.path)
+                self.write_error = ""
             previous, self._in_use = self._in_use, state.in_use
         if set(previous) - set(state.in_use):
             # A model released while still in use died since: give its memory back to the system now.
             memory.empty_cuda_cache()
             memory.trim_heap()
+
+    def _failed(self, exc: BaseException) -> None:
+        """A write failed (full disk, read-only folder): say it once; remove the old file rather than let it lie."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as unlink_error:
+            log.debug("nbmodels: could not remove the stale %s: %s", self.path, unlink_error)
+        if self.write_error:
+            return
+        reason = getattr(exc, "strerror", None) or str(exc)
+        self.write_error = (
+            f"could not write this kernel's state file {self.path} ({reason}); "
+            "nbmodels ps and other kernels' panels will not list this kernel until a write succeeds"
+        )
+        log.warning("nbmodels: %s", self.write_error)
+        if self.on_write_error is not None and not self._told:
+            self._told = True
+            try:
+                self.on_write_error(self.write_error)
+            except Exception:
+                log.debug("nbmodels: the write-error callback failed", exc_info=True)
 
     def set_busy(self, busy: bool) -> None:
         """A cell started (True) or ended (False): record it, and recheck models released while in use."""
@@ -259,9 +292,42 @@ class Publisher:
             report = self.manager.cleanup()
             self.write()  # the state file says so before the answer does
             return free_reply(report, busy=busy, pid=self.pid)
+        if kind == "release":
+            return self._release(request)
         if kind == "state":
             return {"ok": True, "state": self.snapshot().to_json()}
-        return {"ok": False, "error": f"unknown request {kind!r} (this kernel knows 'free' and 'state')"}
+        return {"ok": False, "error": f"unknown request {kind!r} (this kernel knows 'free', 'release' and 'state')"}
+
+    def _release(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``{"request": "release", "name": NAME or null (every model), "force": bool, "dry_run": bool}``.
+
+        A request kind of its own, not options of ``free``: an older kernel answers
+        "unknown request" to it instead of freeing for real what was a dry run.
+        Force edits the notebook's variables, so it runs only between cells.
+        """
+        name, force, dry_run = request.get("name"), request.get("force", False), request.get("dry_run", False)
+        if (name is not None and not isinstance(name, str)) or not isinstance(force, bool):
+            return {"ok": False, "error": "release: name must be a string or null, force a boolean"}
+        if not isinstance(dry_run, bool):
+            return {"ok": False, "error": "release: dry_run must be a boolean"}
+        busy = self._busy
+        if force and not dry_run and busy:
+            return {"ok": False, "error": "the kernel is running a cell; force runs only between cells, try again"}
+        if name is not None and name not in self.manager and name not in self.manager.survivors():
+            return {"ok": False, "error": f"no model named {name!r} in this kernel", "not_found": True}
+        log.info("nbmodels: releasing %s at the request of another process", name or "every model")
+        try:
+            if name is None:
+                report = self.manager.cleanup(force=force, dry_run=dry_run)
+            else:
+                report = self.manager.unload(name, force=force, dry_run=dry_run)
+        except KeyError:  # unloaded meanwhile by the notebook itself
+            return {"ok": False, "error": f"no model named {name!r} in this kernel", "not_found": True}
+        if not dry_run:
+            self.write()  # the state file says so before the answer does
+        reply = free_reply(report, busy=busy, pid=self.pid)
+        reply.update(dry_run=report.dry_run, would_free=list(report.would_free), lines=report.lines(detail=True))
+        return reply
 
 
 __all__ = ["Identity", "Publisher", "describe_survivor", "free_reply"]

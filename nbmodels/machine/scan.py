@@ -3,7 +3,11 @@
 A kernel is found by its command line (it names a connection file, see
 :mod:`nbmodels.machine.paths`), whether or not it runs nbmodels; a kernel that
 does publishes a state file, looked for next to its connection file, in the
-runtime directory its environment names, and in ours. A state file whose
+runtime directory its environment names, and in ours. Only this user's
+kernels are read, and only folders that are this user's alone: another
+user's kernel is counted, never listed, and nothing its command line names is
+opened (see :mod:`nbmodels.machine.files`). A bad state file is one warning
+and its kernel's row; the other rows still come. A state file whose
 process has ended (or whose pid now belongs to another process) is stale: it
 is ignored and removed. GPU memory comes from NVML per process; a kernel is
 charged for its own and its child processes' (DataLoader workers, scripts it
@@ -23,7 +27,8 @@ import psutil
 
 from nbmodels.core.nvml import GpuReadings, read_gpus
 from nbmodels.machine import paths
-from nbmodels.machine.errors import MachineError, StateFileError
+from nbmodels.machine.errors import MachineError, RefusedError, StateFileError
+from nbmodels.machine.files import check_private_dir, printable
 from nbmodels.machine.state import KernelState, ModelState, read_state
 
 log = logging.getLogger("nbmodels")
@@ -94,6 +99,7 @@ class MachineView:
     warnings: tuple[str, ...]
     runtime_dir: str
     taken_at: float
+    other_users: int = 0  # kernels of other users: counted, not read, not listed
 
     def kernel(self, pid: int) -> KernelRow | None:
         return next((row for row in self.kernels if row.pid == pid), None)
@@ -271,9 +277,15 @@ def _remove_stale(directory: Path, pid: int) -> None:
 
 
 def _list_dir(directory: Path) -> list[str]:
-    """Names in ``directory``; [] when it does not exist; a one-line MachineError when it cannot be read."""
+    """Names in ``directory``; [] when it does not exist; a one-line MachineError when it cannot be read.
+
+    A folder that is not this user's alone is refused (RefusedError, one line).
+    """
     try:
+        check_private_dir(directory)
         return os.listdir(directory)
+    except RefusedError:
+        raise
     except FileNotFoundError:
         return []
     except NotADirectoryError:
@@ -308,8 +320,8 @@ def clean_stale(directory: Path, procs: Mapping[int, _Proc] | None = None) -> No
             pid_text = name[len(paths.STATE_PREFIX) : -len(".sock")]
             if pid_text.isdigit() and not _alive(procs, int(pid_text), None):
                 _remove_ours(directory / name)
-        elif name.startswith("." + paths.STATE_PREFIX) and name.endswith(".tmp"):
-            writer = name.rsplit(".", 2)[-2]
+        elif name.startswith("." + paths.STATE_PREFIX) and name.endswith(".tmp") and ".json." in name:
+            writer = name.split(".json.", 1)[1].split(".", 1)[0]  # .<state name>.<writer pid>[.<random>].tmp
             if writer.isdigit() and not _alive(procs, int(writer), None):
                 _remove_ours(directory / name)
 
@@ -330,10 +342,15 @@ def _read_states(directories: Iterable[Path], pid: int, procs: Mapping[int, _Pro
         except FileNotFoundError:
             continue
         except StateFileError as exc:
-            warnings.append(f"{exc}")
-            return _Found(None, path, str(exc))
+            message = printable(str(exc), 400)
+            warnings.append(message)
+            return _Found(None, path, message)
         except OSError as exc:
-            message = f"{path}: cannot be read ({exc.strerror})"
+            message = printable(f"{path}: cannot be read ({exc.strerror})", 400)
+            warnings.append(message)
+            return _Found(None, path, message)
+        except Exception as exc:  # a file nbmodels did not write must never end the scan
+            message = printable(f"{path}: refused ({type(exc).__name__})", 400)
             warnings.append(message)
             return _Found(None, path, message)
         if state.pid != pid or not _alive(procs, pid, state.process_started):
@@ -341,6 +358,20 @@ def _read_states(directories: Iterable[Path], pid: int, procs: Mapping[int, _Pro
             continue
         return _Found(state, path)
     return _Found()
+
+
+def _private(directory: Path) -> bool:
+    """Whether ``directory`` is this user's alone (a folder named by a kernel is read only then)."""
+    try:
+        check_private_dir(directory)
+    except (OSError, RefusedError):
+        return False
+    return True
+
+
+def _mine(proc: _Proc) -> bool:
+    getuid = getattr(os, "getuid", None)
+    return getuid is None or proc.uid == getuid()
 
 
 # --- the view ---------------------------------------------------------------------
@@ -375,12 +406,17 @@ def scan(
     usage = readings.by_pid()
     charged: set[int] = set()
     rows = []
+    other_users = 0
     for pid, connection in kernels.items():
         proc = procs[pid]
+        if not _mine(proc):  # another user's: nothing it names is read, and it is not listed
+            other_users += 1
+            continue
         environ = _environ(pid)
         directories = [Path(connection).parent] if connection else []
         if environ.get("JUPYTER_RUNTIME_DIR"):
             directories.append(Path(environ["JUPYTER_RUNTIME_DIR"]))
+        directories = [d for d in directories if d != ours and _private(d)]
         directories.append(ours)
         found = _read_states(dict.fromkeys(directories), pid, procs, warnings)
         state = found.state
@@ -432,6 +468,7 @@ def scan(
         warnings=tuple(warnings),
         runtime_dir=os.fspath(ours),
         taken_at=taken_at,
+        other_users=other_users,
     )
 
 

@@ -10,7 +10,8 @@ The file holds names and numbers only, never anything that could run code.
 from __future__ import annotations
 
 import json
-import os
+import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,10 +19,16 @@ from typing import Any
 
 from nbmodels.core.reports import ModelInfo
 from nbmodels.machine.errors import StateFileError
+from nbmodels.machine.files import read_private_file, write_private_file
 
 FORMAT = "nbmodels-kernel-state"
 VERSION = 1
 MAX_STATE_BYTES = 1 << 20  # a kernel with thousands of models writes far less
+MAX_DEPTH = 8  # the format nests 4 deep: state -> models -> model -> bytes_by_device
+MAX_NUMBER_CHARS = 40  # a byte count or a timestamp has at most 20 digits; 401 is a forgery
+MAX_INT = 1 << 63
+MAX_TEXT = 4096  # a name, a path: longer is not a file nbmodels wrote
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -87,10 +94,15 @@ class KernelState:
     @classmethod
     def from_json(cls, text: str, *, where: str = "state file") -> KernelState:
         """Parse and check a state file's text; a StateFileError names what is wrong in one line."""
+        depth = _depth(text)
+        if depth > MAX_DEPTH:
+            raise StateFileError(f"{where}: nested {depth} deep; not a state file nbmodels wrote")
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise StateFileError(f"{where}: not valid JSON ({exc.msg}, line {exc.lineno}); truncated?") from None
+        except (ValueError, RecursionError) as exc:
+            raise StateFileError(f"{where}: {exc}; not a state file nbmodels wrote") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise StateFileError(f"{where}: not an nbmodels kernel state file")
         version = data.get("version")
@@ -100,63 +112,125 @@ class KernelState:
                 "the kernel runs another nbmodels version (use the same one in both places)"
             )
         try:
-            models = tuple(_model(item) for item in data["models"])
+            models = tuple(_model(item) for item in _list(data["models"]))
             return cls(
                 pid=_int(data["pid"]),
-                process_started=float(data["process_started"]),
+                process_started=_float(data["process_started"]),
                 kernel_id=_optional_str(data["kernel_id"]),
                 connection_file=_optional_str(data["connection_file"]),
                 notebook=_optional_str(data["notebook"]),
                 socket=_optional_str(data["socket"]),
-                nbmodels_version=str(data["nbmodels_version"]),
-                updated=float(data["updated"]),
+                nbmodels_version=_str(data["nbmodels_version"]),
+                updated=_float(data["updated"]),
                 busy=bool(data["busy"]),
-                activity=float(data["activity"]),
+                activity=_float(data["activity"]),
                 models=models,
-                loading=tuple(str(name) for name in data["loading"]),
-                in_use=tuple(str(name) for name in data["in_use"]),
+                loading=tuple(_str(name) for name in _list(data["loading"])),
+                in_use=tuple(_str(name) for name in _list(data["in_use"])),
             )
         except KeyError as exc:
             raise StateFileError(f"{where}: the field {exc.args[0]!r} is missing") from None
-        except (TypeError, ValueError) as exc:
-            raise StateFileError(f"{where}: a field has the wrong type ({exc})") from None
+        except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+            raise StateFileError(f"{where}: a field has the wrong type ({_short(exc)})") from None
+
+
+def _depth(text: str) -> int:
+    """How deep the JSON in ``text`` nests, counted without recursion (strings skipped)."""
+    depth = deepest = 0
+    for char in _STRING.sub("", text):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a number of {len(text)} digits")
+    return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a number of {len(text)} characters")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not a number a state file holds")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:119] + "…"
 
 
 def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {value!r}")
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    if not 0 <= value < MAX_INT:
+        raise ValueError("an integer out of range")
+    return value
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("a number out of range")
+    return number
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"a text of {len(value)} characters")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
     return value
 
 
 def _optional_str(value: Any) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"expected a string or null, got {value!r}")
-    return value
+    return None if value is None else _str(value)
 
 
 def _model(item: Mapping[str, Any]) -> ModelState:
+    if not isinstance(item, dict):
+        raise TypeError(f"a model must be an object, got {type(item).__name__}")
     by_device = item["bytes_by_device"]
     if not isinstance(by_device, dict):
         raise TypeError(f"bytes_by_device must be an object, got {by_device!r}")
     parameters = item["parameters"]
     return ModelState(
-        name=str(item["name"]),
-        source=str(item["source"]),
-        class_name=str(item["class_name"]),
-        bytes_by_device={str(device): _int(n) for device, n in by_device.items()},
+        name=_str(item["name"]),
+        source=_str(item["source"]),
+        class_name=_str(item["class_name"]),
+        bytes_by_device={_str(device): _int(n) for device, n in by_device.items()},
         parameters=None if parameters is None else _int(parameters),
-        loaded_at=float(item["loaded_at"]),
-        last_used=float(item["last_used"]),
+        loaded_at=_float(item["loaded_at"]),
+        last_used=_float(item["last_used"]),
         pinned=bool(item.get("pinned", False)),
     )
 
 
 def read_state(path: Path) -> KernelState:
-    """Read and check one state file (StateFileError when it is corrupt; OSError when it cannot be read)."""
-    with path.open("rb") as handle:
-        raw = handle.read(MAX_STATE_BYTES + 1)
-    if len(raw) > MAX_STATE_BYTES:
-        raise StateFileError(f"{path}: larger than {MAX_STATE_BYTES} bytes; not a state file nbmodels wrote")
+    """Read and check one state file: this user's regular file, bounded in size, depth and numbers.
+
+    StateFileError (one line) when it is not one nbmodels wrote, or is corrupt;
+    FileNotFoundError when it is not there. Never blocks and never follows a symlink.
+    """
+    raw = read_private_file(path, MAX_STATE_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -164,17 +238,15 @@ def read_state(path: Path) -> KernelState:
     return KernelState.from_json(text, where=str(path))
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, *, durable: bool = False) -> None:
     """Replace ``path`` with ``text`` so that readers see the old file or the new one, never a mix.
 
-    Owner-only (0600). No fsync: the file describes a running process and is
-    worthless after a crash, so durability is not worth a disk flush per event.
+    Owner-only (0600), in a folder that is this user's alone, through a fresh
+    random temporary name nobody can plant a symlink at (see
+    :func:`~nbmodels.machine.files.write_private_file`). No fsync by default: the
+    file describes a running process and is worthless after a crash.
     """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "wb") as handle:
-        handle.write(text.encode("utf-8"))
-    os.replace(temporary, path)
+    write_private_file(path, text.encode("utf-8"), durable=durable)
 
 
 def model_states(infos: Iterable[ModelInfo]) -> tuple[ModelState, ...]:

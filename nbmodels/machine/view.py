@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nbmodels.core.memory import format_bytes
+from nbmodels.machine.files import printable
 from nbmodels.machine.scan import KernelRow, MachineView, OtherProcess, current_user
 from nbmodels.machine.state import VERSION
 
@@ -42,6 +43,7 @@ def activity(row: KernelRow, now: float) -> str:
 def notebook_text(path: str | None, width: int = _NOTEBOOK_WIDTH) -> str:
     if not path:
         return "?"
+    path = printable(path, 10_000)
     home = os.path.expanduser("~")
     if home not in ("", "/") and (path == home or path.startswith(home + os.sep)):
         path = "~" + path[len(home) :]
@@ -49,7 +51,7 @@ def notebook_text(path: str | None, width: int = _NOTEBOOK_WIDTH) -> str:
 
 
 def gpu_text(by_device: dict[str, int]) -> str:
-    return ", ".join(f"{label} {format_bytes(n)}" for label, n in sorted(by_device.items())) or "-"
+    return ", ".join(f"{printable(label)} {format_bytes(n)}" for label, n in sorted(by_device.items())) or "-"
 
 
 def models_text(row: KernelRow) -> str:
@@ -57,9 +59,9 @@ def models_text(row: KernelRow) -> str:
         return "(state file unreadable)"
     if row.state is None:
         return "(no nbmodels)"
-    parts = [f"{m.name} {format_bytes(m.total_bytes)}" for m in row.state.models]
-    parts += [f"{name} (loading)" for name in row.state.loading]
-    parts += [f"{name} (released, still in use)" for name in row.state.in_use]
+    parts = [f"{printable(m.name)} {format_bytes(m.total_bytes)}" for m in row.state.models]
+    parts += [f"{printable(name)} (loading)" for name in row.state.loading]
+    parts += [f"{printable(name)} (released, still in use)" for name in row.state.in_use]
     return ", ".join(parts) or "none"
 
 
@@ -74,9 +76,9 @@ def rss_text(row: KernelRow) -> str:
 
 
 def _kernel_cells(row: KernelRow, now: float, with_user: bool) -> list[str]:
-    cells = [("*" if row.this_process else "") + row.short_id, str(row.pid)]
+    cells = [("*" if row.this_process else "") + printable(row.short_id), str(row.pid)]
     if with_user:
-        cells.append(row.user)
+        cells.append(printable(row.user))
     return [
         *cells,
         notebook_text(row.notebook),
@@ -90,8 +92,8 @@ def _kernel_cells(row: KernelRow, now: float, with_user: bool) -> list[str]:
 def _other_cells(other: OtherProcess, with_user: bool) -> list[str]:
     cells = ["other", str(other.pid)]
     if with_user:
-        cells.append(other.user)
-    return [*cells, other.command, format_bytes(other.rss), gpu_text(other.gpu), "", ""]
+        cells.append(printable(other.user))
+    return [*cells, printable(other.command), format_bytes(other.rss), gpu_text(other.gpu), "", ""]
 
 
 def _with_user(view: MachineView) -> bool:
@@ -127,6 +129,8 @@ def summary(view: MachineView, *, star: bool = True) -> str:
     text = f"{len(view.kernels)} kernel(s), {with_nbmodels} with nbmodels"
     if view.others:
         text += f"; {len(view.others)} other GPU process(es)"
+    if view.other_users:
+        text += f"; {view.other_users} kernel(s) of other users not shown"
     if star and any(r.this_process for r in view.kernels):
         text += "; * is this kernel"
     return text

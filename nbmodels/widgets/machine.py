@@ -10,6 +10,7 @@ section's status line. It holds readings and pids, never a model.
 from __future__ import annotations
 
 import html
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -19,11 +20,14 @@ import ipywidgets as widgets
 
 from nbmodels.core.memory import format_bytes
 from nbmodels.machine.errors import MachineError
+from nbmodels.machine.files import printable
 from nbmodels.machine.free import FreeResult, describe, free_row
 from nbmodels.machine.scan import KernelRow, MachineView, OtherProcess, current_user, scan
 from nbmodels.machine.view import activity, gpu_lines, gpu_text, models_text, rss_text, summary
 from nbmodels.widgets import render
 from nbmodels.widgets.tree import close_tree
+
+log = logging.getLogger("nbmodels")
 
 REFRESH_SECONDS = 10.0
 CHANGED_DELAY_S = 0.5  # after a change in this kernel, before the section reads the machine again
@@ -41,7 +45,8 @@ _ACTIONS_WIDTH = "64px"
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    """HTML-escaped, with control and bidi characters shown as escapes (the text may come from another process)."""
+    return html.escape(printable(str(text), 10_000), quote=True)
 
 
 def header_cells() -> str:
@@ -208,7 +213,10 @@ class MachineSection:
 
     def _keep_fresh(self, interval: float, paused: threading.Event) -> None:
         while not self.closed and not paused.is_set():
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception as exc:  # one bad reading must not end the refresher
+                log.warning("nbmodels: the machine section could not redraw: %r", exc)
             if paused.wait(interval):
                 break
 
@@ -217,7 +225,11 @@ class MachineSection:
         try:
             view = self._scanner()
         except MachineError as exc:
-            self._set_status(str(exc), "error")
+            self._set_status(printable(str(exc), 400), "error")
+            return
+        except Exception as exc:  # the refresher must outlive anything a file or a process does to one reading
+            log.warning("nbmodels: reading the machine failed: %r", exc)
+            self._set_status(printable(f"reading the machine failed: {exc!r}", 400), "error")
             return
         with self._lock:
             if self.closed:

@@ -241,3 +241,64 @@ def _shape_again(value: Any, snapshot: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return ("tensor", id(value))
     return ("atom", value)
+
+
+class Refusing:
+    """A user's object whose attributes cannot be cleared: the removal force plans for it raises."""
+
+    def __init__(self, value: Any) -> None:
+        object.__setattr__(self, "held", value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise PermissionError("this object keeps what it holds")
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    namespace=namespaces,
+    kind=st.sampled_from(PARTS),
+    before_items=st.sampled_from([0, 15_000]),
+    after_items=st.sampled_from([0, 15_000]),
+    refusing=st.booleans(),
+)
+def test_force_is_all_or_nothing_beside_big_data_and_names_every_python_holder(
+    namespace: dict[str, Any], kind: str, before_items: int, after_items: int, refusing: bool
+) -> None:
+    """Big containers of plain values around the holders, a removal that raises: whole plans or nothing."""
+    model = small()
+    part = make_part(model, kind)
+    ns: dict[str, Any] = {"data_before": [(i, str(i)) for i in range(before_items)]}
+    ns.update({name: realise(value, part) for name, value in namespace.items()})
+    ns["data_after"] = [[i, float(i)] for i in range(after_items)]
+    if refusing:
+        ns["refusing"] = Refusing(part)
+    sites = [Site(ns, remove=remove_key, command="del {key}")]
+    watch = Watch("m", model)
+    del model
+    before = {name: shape(value, part) for name, value in ns.items()}
+    held = refusing or any(holds_part(value, part) for value in ns.values())
+    del part
+    gc.collect()
+
+    (plan,) = search([watch], sites).plans
+    shown = plan.detached()
+    done, errors = execute([plan])
+    del plan
+    gc.collect()
+
+    assert not any(b.kind == "unseen" for b in shown.blockers), shown.blockers  # Python sees every holder here
+    assert not shown.truncated, shown.truncated
+    if not held:
+        assert done == {} and not shown.actions
+        return
+    if refusing and shown.frees():
+        assert done == {} and "PermissionError" in errors["m"], errors  # one removal raised: none stayed done
+        assert {name: _shape_again(ns[name], before[name]) for name in ns} == before
+        assert watch.alive()
+        return
+    if not shown.frees():
+        assert done == {} and {name: _shape_again(ns[name], before[name]) for name in ns} == before
+        return
+    assert errors == {} and not watch.alive()
+    assert [a.text() for a in done["m"]] == [a.text() for a in shown.actions]  # each count is what happened
+    assert ns["data_before"] == [(i, str(i)) for i in range(before_items)] and len(ns["data_after"]) == after_items

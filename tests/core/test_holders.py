@@ -385,7 +385,7 @@ def test_a_walk_that_runs_out_of_room_says_so_and_force_refuses() -> None:
 
     graph = Graph([namespace(ns)], Parts([watch]), max_nodes=10)
     graph.walk()
-    assert graph.truncated.startswith("the search stopped after")
+    assert graph.truncated.startswith("the search stopped: it had reached")
     graph.close()
     del watch
 

@@ -131,3 +131,43 @@ def test_sigterm_calls_the_handler_that_was_there_before(tmp_path: Path) -> None
     assert done.returncode == 7 and "previous handler ran" in done.stdout
     # the SystemExit then runs atexit, which finds the release done: still one record
     assert len(records) == 1 and records[0]["reason"] == "sigterm" and records[0]["released"] == ["a"]
+
+
+@pytest.mark.slow
+def test_sighup_releases_and_records_as_sigterm_does(tmp_path: Path) -> None:
+    records, done = run_python(
+        tmp_path,
+        """
+        import os, signal, time
+        ip.run_line_magic("load_ext", "nbmodels")
+        ip.run_line_magic("load_model", "a demo:mlp")
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(30)
+        print("survived SIGHUP")
+        """,
+    )
+    assert done.returncode == -signal.SIGHUP and "survived" not in done.stdout
+    assert len(records) == 1 and records[0]["reason"] == "sighup" and records[0]["released"] == ["a"]
+
+
+def test_a_shutdown_log_that_cannot_be_written_is_said_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A FIFO (or a symlink) where the log should be: no hang, no write through it, one line that says so."""
+    fifo = tmp_path / "shutdown.jsonl"
+    os.mkfifo(fifo, 0o600)
+    manager = ModelManager()
+    manager.load("a", "demo:mlp")
+    hook = ShutdownHook(lambda: HookSettings(log_path=str(fifo)), lambda: manager)
+    record = hook.run("exit")
+    assert record is not None and record["released"] == ["a"]  # the release itself happened
+    lines = [line for line in capsys.readouterr().err.splitlines() if "shutdown record could not be written" in line]
+    assert len(lines) == 1 and str(fifo) in lines[0]
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(victim)
+    manager.load("b", "demo:mlp")
+    ShutdownHook(lambda: HookSettings(log_path=str(link)), lambda: manager).run("exit")
+    assert victim.read_text() == "precious"
+    assert len([line for line in capsys.readouterr().err.splitlines() if "could not be written" in line]) == 1

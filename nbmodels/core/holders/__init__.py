@@ -31,6 +31,7 @@ from __future__ import annotations
 from nbmodels.core.holders.records import Action, Blocker, Holder, HolderKind, RemovalPlan
 from nbmodels.core.holders.sites import (
     Boundary,
+    Gap,
     HolderFinder,
     RemoveFn,
     Site,
@@ -46,6 +47,7 @@ __all__ = [
     "Action",
     "Blocker",
     "Boundary",
+    "Gap",
     "Holder",
     "HolderFinder",
     "HolderKind",

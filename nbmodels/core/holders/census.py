@@ -26,7 +26,7 @@ from nbmodels.core.holders.graph import ATOMS, Graph
 from nbmodels.core.holders.records import HolderKind
 
 _BATCH = 64  # gc.get_referrers compares every reference with each argument: keep batches small
-_DEPTH = 8
+DEPTH = 8  # levels up from an unexplained reference, one heap pass each
 
 
 class Stray(NamedTuple):
@@ -45,6 +45,7 @@ def references_we_hold(graph: Graph, held: Iterable[Any]) -> collections.Counter
     ours.update(id(edge.key) for edges in graph.incoming for edge in edges if type(edge.key) not in ATOMS)
     ours.update(id(root.key) for root in graph.roots if type(root.key) not in ATOMS)
     ours.update(map(id, held))
+    ours.update(map(id, graph.made))
     return ours
 
 
@@ -88,10 +89,21 @@ def _cpp_reference(obj: Any) -> int:
 # --- naming what the walk could not reach -----------------------------------------------------
 
 
-def trace_back(graph: Graph, nodes: dict[int, int], held: list[Any], *, time_limit: float = 1.0) -> list[Stray]:
-    """For nodes with unexplained references, scan the heap for who holds them and name it."""
+def trace_back(
+    graph: Graph, nodes: dict[int, int], held: list[Any], *, time_limit: float = 1.0, depth: int = DEPTH
+) -> tuple[list[Stray], list[list[Any]]]:
+    """For nodes with unexplained references, scan the heap for who holds them and name it.
+
+    Returns the holders found outside the walk, and the paths into big
+    containers the walk did not read (:attr:`Graph.deferred`): from the
+    container down to the node, for :meth:`Graph.expand`. Each level up is one
+    ``gc.get_referrers`` pass over the heap, whatever the size of the user's data.
+    """
     deadline = time.perf_counter() + time_limit
     accounted = _accounted(graph, held)
+    deferred = {id(graph.objs[node]) for node in graph.deferred}
+    accounted -= deferred
+    expansions: list[list[Any]] = []
     executing, mine = _executing_frames()
     modules: dict[int, str] = {}
     for module_name, loaded in sorted(sys.modules.items(), key=lambda item: item[0].startswith("__mp_")):
@@ -101,27 +113,38 @@ def trace_back(graph: Graph, nodes: dict[int, int], held: list[Any], *, time_lim
     # the frontier: objects whose holders we look for, the node each leads to, and the path down to it
     objects: list[Any] = [graph.objs[node] for node in nodes]
     leads: list[tuple[int, str]] = [(node, "") for node in nodes]
+    chains: list[tuple[Any, ...]] = [(obj,) for obj in objects]  # each frontier object down to its node
     named: set[int] = set()
     seen: set[int] = set(accounted)
-    for _ in range(_DEPTH):
-        if not objects or time.perf_counter() > deadline:
+    stopped = ""
+    for level in range(depth + 1):
+        if not objects:
+            break
+        if level == depth or time.perf_counter() > deadline:
+            stopped = f"{level} level(s) up" if level == depth else f"{time_limit:.1f} s"
             break
         next_objects: list[Any] = []
         next_leads: list[tuple[int, str]] = []
+        next_chains: list[tuple[Any, ...]] = []
         for start in range(0, len(objects), _BATCH):
             batch = tuple(objects[start : start + _BATCH])
             batch_leads = leads[start : start + _BATCH]
+            batch_chains = chains[start : start + _BATCH]
             referrers = gc.get_referrers(*batch)
-            skip = {id(batch), id(referrers), id(objects), id(next_objects)} | mine
+            skip = {id(batch), id(referrers), id(objects), id(next_objects), id(chains), id(next_chains)} | mine
+            skip |= {id(chain) for chain in chains} | {id(expansions)} | {id(path) for path in expansions}
             for referrer in referrers:
                 if id(referrer) in seen or id(referrer) in skip:
                     continue
-                for obj, (node, path) in zip(batch, batch_leads, strict=True):
+                for obj, (node, path), chain in zip(batch, batch_leads, batch_chains, strict=True):
                     steps = _steps(referrer, obj)
                     if not steps:
                         continue
                     step = steps[0]
-                    if id(referrer) in modules:
+                    if id(referrer) in deferred:
+                        expansions.append([referrer, *chain])
+                        named.add(node)
+                    elif id(referrer) in modules:
                         module = modules[id(referrer)]
                         name = f"{module}.{step[2:-2]}" if step.startswith("['") else module
                         reason = f"a global variable of module {module}, outside the notebook; force changes no module"
@@ -135,26 +158,36 @@ def trace_back(graph: Graph, nodes: dict[int, int], held: list[Any], *, time_lim
                         strays.append(Stray(node, holder, "unseen", _RUNNING))
                         named.add(node)
                     elif issubclass(type(referrer), type):
+                        where = _tidy(f"{referrer.__qualname__}{step}{path}")
                         reason = "a class attribute; force does not change classes"
-                        strays.append(Stray(node, _tidy(f"{referrer.__qualname__}{step}{path}"), "attribute", reason))
+                        if re.fullmatch(r"[A-Za-z_][\w.]*", where) and "." in where:
+                            reason += f" (`del {where}` frees it, if that class is yours to change)"
+                        strays.append(Stray(node, where, "attribute", reason))
                         named.add(node)
                     else:
                         next_objects.append(referrer)
                         next_leads.append((node, step + path))
-                seen.add(id(referrer))
-            del referrers, batch
-        objects, leads = next_objects, next_leads
+                        next_chains.append((referrer, *chain))
+                if id(referrer) not in deferred:
+                    seen.add(id(referrer))
+            del referrers, batch, batch_chains
+        objects, leads, chains = next_objects, next_leads, next_chains
+        del next_objects, next_chains
     last = {node: (obj, path) for obj, (node, path) in zip(objects, leads, strict=True)}
-    del objects
+    del objects, chains
     for node in nodes:
-        if node not in named:
-            what = f"a {type(graph.objs[node]).__qualname__} object"
-            if node in last:
-                obj, path = last[node]
-                what = _tidy(f"a {type(obj).__module__}.{type(obj).__qualname__} object{path}")
+        if node in named:
+            continue
+        what = f"a {type(graph.objs[node]).__qualname__} object"
+        if node in last:
+            obj, path = last[node]
+            what = _tidy(f"a {type(obj).__module__}.{type(obj).__qualname__} object{path}")
+            reason = f"the search for its holder stopped after {stopped or 'a while'}, before reaching a name"
+            strays.append(Stray(node, what, "unseen", reason))
+        else:
             strays.append(Stray(node, what, "unseen", _UNSEEN))
     last.clear()
-    return strays
+    return strays, expansions
 
 
 _RUNNING = "a function that is still running holds it; let it finish (or interrupt it), then unload again"
@@ -166,7 +199,7 @@ _UNSEEN = (
 
 def _accounted(graph: Graph, held: list[Any]) -> set[int]:
     """Ids of objects whose references the walk already counted: nodes and what belongs to them, and ours."""
-    ids = {id(graph.objs), id(graph.extras), id(graph.incoming), id(held), id(graph.roots)}
+    ids = {id(graph.objs), id(graph.extras), id(graph.incoming), id(held), id(graph.roots), id(graph.made)}
     for obj in graph.objs:
         ids.add(id(obj))
         ids.update(map(id, _owned(obj)))
@@ -235,6 +268,8 @@ def _main_thread_id() -> int:
 def _steps(referrer: Any, child: Any) -> list[str]:
     """How ``referrer`` holds ``child``, as path suffixes (``['key']``, ``[3]``, ``.attr``); [] if it does not."""
     kind = type(referrer)  # never isinstance(): it would call a __class__ property of the user's object
+    if issubclass(kind, type) and type(child) is dict and any(ref is child for ref in gc.get_referents(vars(referrer))):
+        return [".__dict__"]  # a class's attributes: Holder.__dict__['m'] reads as Holder.m
     if issubclass(kind, dict):
         return [f"[{key!r}]" for key, value in list(referrer.items()) if value is child] or (
             [" (as a dict key)"] if any(key is child for key in list(referrer)) else []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import gc
 import sys
 import time
 import types
@@ -47,8 +48,9 @@ _STOP_TYPES: tuple[type, ...] = (
     types.WrapperDescriptorType,
     types.GetSetDescriptorType,
     types.MemberDescriptorType,
-    types.MappingProxyType,
 )
+# Objects of the stopped libraries below that hold what the user gave them: walked all the same.
+_USER_HELD = frozenset({"_thread._local", "logging.LogRecord", "threading.Thread", "weakref.finalize"})
 # Objects of these libraries are the machinery around the notebook (the kernel, its
 # sockets, event loops, loggers, nbmodels itself): never the user's to change. IPython's
 # own objects are walked (an old ExecutionResult can hold an error), but the shell is a
@@ -78,6 +80,9 @@ USER, PART, INTERNAL = 0, 1, 2
 MAX_NODES = 300_000
 MAX_ITEMS = 3_000_000
 TIME_LIMIT = 2.0
+BIG = 10_000  # a container with more entries is not read by the walk: it is searched only if it is a holder
+_CHECK_EVERY = 4_096  # the walk's limits are checked inside containers too, this often
+_CONTAINERS = (list, tuple, dict, set, frozenset, collections.deque)
 
 
 class Root(NamedTuple):
@@ -116,7 +121,8 @@ def _stopped(kind: type) -> bool:
     known = _STOPPED.get(kind)
     if known is None:
         module = getattr(kind, "__module__", "") or ""
-        known = _STOPPED[kind] = issubclass(kind, _STOP_TYPES) or module.split(".")[0] in _STOP_MODULES
+        stop_module = module.split(".")[0] in _STOP_MODULES and f"{module}.{kind.__qualname__}" not in _USER_HELD
+        known = _STOPPED[kind] = issubclass(kind, _STOP_TYPES) or stop_module
     return known
 
 
@@ -145,15 +151,20 @@ class Graph:
         self.roots: list[Root] = []
         self.extras: list[Any] = []  # objects the census scans (frames, cells): kept alive while we count
         self.truncated = ""
+        self.deferred: set[int] = set()  # big containers the walk did not read (nodes)
         self._site_ids = {id(site.container) for site in self.sites}
         self._site_ids |= {id(site.holder_object()) for site in self.sites}
         self._boundaries = {id(obj) for obj in boundaries}
         self._limits = (max_nodes, max_items, time_limit)
         self.executing = running_frames()
         self.snapshots: dict[int, str] = {}  # the locals snapshot of a finished frame -> its function's name
+        self.made: list[dict[str, Any]] = []  # snapshots the search itself created: emptied when it ends
 
     def close(self) -> None:
-        """Drop every reference the graph holds."""
+        """Drop every reference the graph holds, and leave no trace on the frames it read."""
+        for scope in self.made:
+            scope.clear()  # the frame builds it again, fresh, when someone reads f_locals next
+        self.made.clear()
         self.objs.clear()
         self.node_of.clear()
         self.incoming.clear()
@@ -189,7 +200,7 @@ class Graph:
 
     def walk(self) -> None:
         """Breadth first from every site entry; parts are reached, never entered."""
-        max_nodes, max_items, time_limit = self._limits
+        time_limit = self._limits[2]
         deadline = time.perf_counter() + time_limit
         queue: collections.deque[int] = collections.deque()
         for index, site in enumerate(self.sites):
@@ -202,15 +213,57 @@ class Graph:
         items = 0
         while queue:
             node = queue.popleft()
-            for op, key, child, scan in children(self.objs[node], self):
+            obj = self.objs[node]
+            if issubclass(type(obj), _CONTAINERS) and len(obj) > BIG:
+                # a user's data (a million-item list) is not read: it is searched only when reference counts
+                # show that something unseen holds the model, and then only for the one reference (expand())
+                self.deferred.add(node)
+                continue
+            sealed = self.sealed[node] or issubclass(type(obj), _sealed_types())
+            for op, key, child, scan in children(obj, self):
                 items += 1
-                if type(child) in ATOMS:
+                if items % _CHECK_EVERY == 0 and self._over(items, deadline):
+                    return
+                # an object the garbage collector does not track (an int, a str, a tuple or dict of such) holds
+                # nothing that could lead to a model: skipping it is what keeps plain data free
+                if type(child) in ATOMS or not gc.is_tracked(child):
                     continue
-                sealed = self.sealed[node] or issubclass(type(self.objs[node]), _sealed_types())
                 self._reach(child, Edge(node, op, key, scan), queue, sealed=sealed, state=USER)
-            if len(self.objs) > max_nodes or items > max_items or time.perf_counter() > deadline:
-                self.truncated = f"the search stopped after {len(self.objs):,} objects"
+            del obj
+            if self._over(items, deadline):
                 return
+
+    def _over(self, items: int, deadline: float) -> bool:
+        """True (and the graph says why) when the walk passed one of its limits."""
+        max_nodes, max_items, _ = self._limits
+        if len(self.objs) > max_nodes:
+            why = f"it had reached {len(self.objs):,} objects"
+        elif items > max_items:
+            why = f"it had read {items:,} references"
+        elif time.perf_counter() > deadline:
+            why = f"it had run for {self._limits[2]:.1f} s"
+        else:
+            return False
+        self.truncated = f"the search stopped: {why} without reaching every holder"
+        return True
+
+    def expand(self, chain: list[Any]) -> None:
+        """Record a path the walk did not read: ``chain[0]`` is a node (a big container), the last a node too.
+
+        The census found it by reference counts; adding its edges lets the plan
+        cut the one reference into the model and leave the rest of the data as it was.
+        """
+        parent = self.node_of[id(chain[0])]
+        for child in chain[1:]:
+            found = [(op, key, scan) for op, key, _, scan in _edges_to(self.objs[parent], child, self)]
+            node = self.node_of.get(id(child))
+            if node is None:
+                part = self.parts.of(child)
+                node = self._new(child, PART if part else USER, part, self.sealed[parent])
+                self.tree[node] = Edge(parent, *found[0]) if found else None
+            for op, key, scan in found:
+                self.incoming[node].append(Edge(parent, op, key, scan))
+            parent = node
 
     def _reach(self, child: Any, edge: Edge, queue: collections.deque[int], *, sealed: bool, state: int) -> None:
         node = self.node_of.get(id(child))
@@ -246,6 +299,8 @@ class Graph:
         seen = set(queue)
         while queue:
             node = queue.popleft()
+            for _ in range(_own_class_references(self.objs[node])):
+                self.incoming[node].append(Edge(node, "ownclass", None))
             for op, key, child, scan in children(self.objs[node], self):
                 if type(child) in ATOMS:
                     continue
@@ -304,8 +359,31 @@ def children(obj: Any, graph: Graph) -> Iterator[tuple[str, Any, Any, int]]:
     kind = type(obj)
     if issubclass(kind, dict):
         yield from _dict_children(obj)
+        if kind is not dict:
+            yield from _instance_children(obj)  # a dict subclass's attributes (a ModelOutput's fields)
     elif issubclass(kind, list | collections.deque):
         yield from (("index", i, v, -1) for i, v in enumerate(list(obj)))
+        if kind is not list and kind is not collections.deque:
+            yield from _instance_children(obj)
+    elif kind is types.MappingProxyType:
+        yield from (("mapping", None, ref, -1) for ref in gc.get_referents(obj))  # the dict behind it
+    elif kind is functools._lru_cache_wrapper:
+        yield from _attributes(obj)
+        # the cached arguments and results, which the wrapper holds in C: f.cache_clear() lets them go
+        own = {id(getattr(obj, "__wrapped__", None)), id(_dict_of(obj))}
+        scan = graph._extra(obj)
+        yield from (
+            ("cache", None, ref, scan) for ref in gc.get_referents(obj) if id(ref) not in own and type(ref) is not type
+        )
+    elif kind is _thread_local():
+        # this thread's values, through the type's own __dict__ (another thread's are that thread's)
+        yield from (("attr", k, v, -1) for k, v in list(vars(obj).items()))
+    elif kind is weakref.finalize:
+        info = weakref.finalize._registry.get(obj)  # type: ignore[attr-defined]
+        if info is not None:  # what the finalizer will call, held in the class's registry: fin.detach() drops it
+            yield ("finalizer", "func", info.func, graph._extra(info))
+            yield from (("finalizer", i, v, graph._extra(info.args)) for i, v in enumerate(info.args))
+            yield from (("finalizer", k, v, graph._extra(info.kwargs)) for k, v in (info.kwargs or {}).items())
     elif issubclass(kind, tuple):
         fields = getattr(type(obj), "_fields", None)
         if isinstance(fields, tuple) and len(fields) == len(obj):
@@ -358,9 +436,23 @@ def children(obj: Any, graph: Graph) -> Iterator[tuple[str, Any, Any, int]]:
         if found or _has_dict(obj):
             yield from found
         else:
-            import gc
-
             yield from (("opaque", type(obj).__qualname__, ref, graph._extra(obj)) for ref in gc.get_referents(obj))
+
+
+def _edges_to(parent: Any, child: Any, graph: Graph) -> Iterator[tuple[str, Any, Any, int]]:
+    """The references ``parent`` holds to ``child`` (by identity), found without reading every entry in Python."""
+    kind = type(parent)
+    if issubclass(kind, dict):
+        yield from (("item", key, child, -1) for key in [k for k, v in list(parent.items()) if v is child])
+        if any(key is child for key in list(parent)):
+            yield ("dictkey", child, child, -1)
+    elif issubclass(kind, list | collections.deque | tuple):
+        yield from (("index", i, child, -1) for i in [i for i, v in enumerate(list(parent)) if v is child])
+    elif issubclass(kind, set | frozenset):
+        if child in parent and any(v is child for v in list(parent)):
+            yield ("member", None, child, -1)
+    else:
+        yield from (edge for edge in children(parent, graph) if edge[2] is child)
 
 
 def _dict_children(obj: dict[Any, Any]) -> Iterator[tuple[str, Any, Any, int]]:
@@ -372,6 +464,55 @@ def _dict_children(obj: dict[Any, Any]) -> Iterator[tuple[str, Any, Any, int]]:
         yield ("item", key, value, -1)
         if type(key) not in ATOMS:
             yield ("dictkey", key, key, -1)
+
+
+def _own_class_references(obj: Any) -> int:
+    """References a module makes to itself through a class made for it alone (torch's parametrizations).
+
+    ``weight_norm`` gives the module a class of its own whose properties'
+    getters close over the module: a cycle of the model's own, which gc frees
+    with it, never a holder.
+    """
+    kind = type(obj)
+    if getattr(kind, "__module__", "") != "torch.nn.utils.parametrize" or not _is_module(obj):
+        return 0
+    found = 0
+    functions: list[Any] = [v.fget for v in vars(kind).values() if type(v) is property and v.fget is not None]
+    for _ in range(3):  # a getter, the helper it closes over, and the module that helper closes over
+        inner: list[Any] = []
+        for function in functions:
+            for cell in getattr(function, "__closure__", None) or ():
+                try:
+                    value = cell.cell_contents
+                except ValueError:
+                    continue
+                found += value is obj
+                if type(value) is types.FunctionType:
+                    inner.append(value)
+        functions = inner
+    return found
+
+
+def _dict_of(obj: Any) -> Any:
+    try:
+        return object.__getattribute__(obj, "__dict__")
+    except Exception:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _thread_local() -> type:
+    import _thread
+
+    return _thread._local
+
+
+def _attributes(obj: Any) -> Iterator[tuple[str, Any, Any, int]]:
+    try:
+        namespace = object.__getattribute__(obj, "__dict__")
+    except Exception:
+        return
+    yield from (("attr", k, v, -1) for k, v in list(namespace.items()))
 
 
 def _function_children(obj: types.FunctionType) -> Iterator[tuple[str, Any, Any, int]]:
@@ -415,13 +556,18 @@ def _frame_children(frame: types.FrameType, owner: Any, graph: Graph) -> Iterato
         return
     if owner is frame and frame.f_back is not None:
         yield ("tb", "f_back", frame.f_back, -1)  # a traceback's frames keep their callers' frames too
+    # a snapshot with values in it before we looked is someone else's (a debugger's); an empty one is ours
+    had = {id(ref) for ref in gc.get_referents(owner if owner is not frame else frame) if type(ref) is dict and ref}
     try:
         scope = frame.f_locals
     except Exception:  # pragma: no cover - exotic frames
         return
+    if id(scope) not in had and type(scope) is dict:
+        # the snapshot did not exist before we read it: on 3.11 and 3.12 it would stay on the frame and keep
+        # a suspended generator's old locals alive after it deletes them; close() empties it again
+        graph.made.append(scope)
     if type(scope) is not dict or id(scope) in graph._site_ids:
         return  # a module-level frame: its locals are a namespace the sites already cover
-    import gc
 
     # the frame (or generator) holds each local once, and cells hold the captured ones; the snapshot dict
     # Python keeps of them holds each once more: it is a node of its own (a debugger may hold it too)

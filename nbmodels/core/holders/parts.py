@@ -109,7 +109,12 @@ class Parts:
         if issubclass(kind, torch._C.TensorBase):
             return self._tensor(obj)
         if issubclass(kind, torch.nn.Module):
-            return None  # a module of the model is known from the watch; any other is a user's wrapper
+            # a module of the model is known from the watch; any other is a user's wrapper, except what
+            # torch.compile returns: a view of the model that holds nothing else (`del cm` is all it takes)
+            if kind.__name__ == "OptimizedModule" and kind.__module__.startswith("torch._dynamo"):
+                inner = self.of(vars(obj).get("_modules", {}).get("_orig_mod"))
+                return Part(inner.group, "its compiled form (torch.compile)") if inner else None
+            return None
         if issubclass(kind, torch.UntypedStorage | torch.TypedStorage):
             untyped = obj if issubclass(kind, torch.UntypedStorage) else obj._untyped_storage
             entry = self._storage.get(int(untyped._cdata))
@@ -125,7 +130,8 @@ class Parts:
             return Part(inner.group, "a bound method of it") if inner else None
         if type(obj) in (tuple, frozenset) and 0 < len(obj) <= _TUPLE_LIMIT:
             parts = [self.of(item) for item in obj]
-            if all(parts):
+            # of one model only: `pair = (a, b)` of two models is the user's, and holds each of them
+            if all(parts) and len({part.group for part in parts if part is not None}) == 1:
                 return Part(parts[0].group, f"a {type(obj).__name__} of its parts")  # type: ignore[union-attr]
         return None
 

@@ -19,6 +19,7 @@ census finds outside the walk, are blockers.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import sys
 import types
@@ -52,7 +53,7 @@ class Planner:
         self.cuts: dict[tuple[Any, ...], Cut] = {}
         self.blockers: list[RawBlocker] = []
         self.through: dict[int, set[int]] = {}  # objects cuts go around -> the parts they free
-        self._active: set[int] = set()
+        self._visited: set[tuple[int, int]] = set()  # (object gone around, part): followed once per part
         self._module_dicts = {id(vars(m)) for m in list(sys.modules.values()) if hasattr(m, "__dict__")}
         self._users = self._reached_by_the_user()
 
@@ -93,8 +94,9 @@ class Planner:
         if edge.parent < 0:
             root = graph.roots[~edge.parent]
             site = graph.sites[root.site]
-            if site.remove is None:
-                reason = site.reason or "it is not a place force may change"
+            kept = site.keep.get(root.key) if site.keep is not None else None
+            if site.remove is None or kept is not None:
+                reason = kept or site.reason or "it is not a place force may change"
                 self.blockers.append(RawBlocker(part, root.label, site.kind, reason))
             else:
                 self._add(Cut(edge, node, part, node != part and not site.is_unit(root.key), chain))
@@ -103,20 +105,28 @@ class Planner:
         if graph.state[parent] != USER:
             return  # the model's own structure, or its owner: not a holder
         if self._cuttable(parent, edge):
-            self._add(Cut(edge, node, part, node != part, chain))
+            self._add(Cut(edge, node, part, node != part or self._takes_a_value(parent, edge), chain))
             return
-        if parent in self._active:
-            return
-        self._active.add(parent)
+        if (parent, part) in self._visited:
+            return  # every way out of this object was followed once already: one holder, however many paths
+        self._visited.add((parent, part))
         self.through.setdefault(parent, set()).add(part)
         for outer in list(graph.incoming[parent]):
             self._resolve(outer, parent, part, (edge, *chain))
-        self._active.discard(parent)
 
     def _add(self, cut: Cut) -> None:
         edge = cut.edge
         key = (edge.parent, edge.op, edge.key if type(edge.key) in ATOMS else id(edge.key), cut.node, cut.part)
         self.cuts.setdefault(key, cut)
+
+    def _takes_a_value(self, parent: int, edge: Edge) -> bool:
+        """True when the cut takes more than the reference: a dict entry's value, a finalizer's callback."""
+        if edge.op == "finalizer":
+            return True
+        if edge.op != "dictkey":
+            return False
+        value = entry_value(self.graph.objs[parent], edge.key)
+        return value is not None and self.graph.parts.of(value) is None
 
     def _cuttable(self, parent: int, edge: Edge) -> bool:
         """True when force can remove this one reference and leave its holder as it was otherwise."""
@@ -125,6 +135,8 @@ class Planner:
         kind = type(obj)  # never isinstance(): it would call a __class__ property of the user's object
         if graph.sealed[parent] or issubclass(kind, _sealed()) or parent not in self._users:
             return False
+        if issubclass(kind, dict) and kind.__delitem__ not in _PLAIN_DELITEM:
+            return False  # a mapping with rules of its own (a ModelOutput refuses del): cut only whole
         op = edge.op
         if op in ("item", "dictkey"):
             # never a module's namespace or a frame's snapshot of its locals: changing those frees nothing
@@ -133,8 +145,8 @@ class Planner:
             return issubclass(kind, list) or kind.__name__ == "deque"
         if op == "member":
             return issubclass(kind, set)
-        if op == "child":
-            return True
+        if op in ("child", "cache", "finalizer"):
+            return True  # a module's child; a function's cache (clearing it only costs recomputing)
         if op == "attr":
             return _settable(obj)
         return False
@@ -145,6 +157,14 @@ class Planner:
         for cut in self.cuts.values():
             found.setdefault(cut.part, []).append(cut)
         return found
+
+
+_PLAIN_DELITEM = (dict.__delitem__, collections.OrderedDict.__delitem__)
+
+
+def entry_value(mapping: Any, key: Any) -> Any:
+    """The value under ``key`` found by identity (a tensor key's ``==`` compares elements)."""
+    return next((v for k, v in list(mapping.items()) if k is key), None)
 
 
 def _settable(obj: Any) -> bool:
@@ -187,4 +207,4 @@ def parts_below(graph: Graph, nodes: Iterable[int]) -> dict[int, set[int]]:
     return {node: parts for node, parts in below.items() if node in wanted}
 
 
-__all__ = ["Cut", "Planner", "RawBlocker", "parts_below"]
+__all__ = ["Cut", "Planner", "RawBlocker", "entry_value", "parts_below"]

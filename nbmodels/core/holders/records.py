@@ -32,6 +32,7 @@ HolderKind = Literal[
     "model",  # another loaded model shares it
     "unseen",  # a reference the garbage collector cannot see (C code, a running function)
     "unknown",  # the search stopped (size or time) before it reached a named place
+    "cache",  # a function's cache: ``f.cache_clear()``
 ]
 
 
@@ -151,6 +152,15 @@ class RemovalPlan:
         ready = [a for a in self.actions if not a.consent or a.holder in named]
         waiting = [a for a in self.actions if a.consent and a.holder not in named]
         lines: list[str] = []
+        if self.truncated and not done:
+            # force refuses a plan from an incomplete search: the holders found are listed, not offered
+            lines.append(f"force will not run: {self.truncated}")
+            if self.actions:
+                lines.append("holders found so far:")
+                lines += [f"  - {a.line()}" for a in self.actions]
+            lines += ["holders force could not remove:"] * bool(self.blockers)
+            lines += [f"  - {b.line()}" for b in self.blockers]
+            return lines
         if ready:
             lines.append("force removed:" if done else "force would:")
             lines += [f"  - {a.line()}" for a in ready]
@@ -160,8 +170,6 @@ class RemovalPlan:
         if self.blockers:
             lines.append("force cannot free it:")
             lines += [f"  - {b.line()}" for b in self.blockers]
-        if self.truncated:
-            lines.append(f"  ({self.truncated}; what it did not reach is not listed)")
         return lines
 
     def __str__(self) -> str:

@@ -170,6 +170,13 @@ class Paths:
             return "", ".cell_contents"
         if op == "dictkey":
             return " → a key of that dict", None
+        if op == "mapping":
+            return " → the dict behind it", None
+        if op == "cache":
+            return f" → the cache of {qualname(parent)}()", None
+        if op == "finalizer":
+            what = "the function" if key == "func" else f"argument {key!r}"
+            return f" → {what} of the finalizer", None
         if op == "member":
             return " → an item of that set", None
         return f" → inside a {key}", None
@@ -202,6 +209,14 @@ def summary(obj: Any) -> str:
         brackets = {"tuple": "()", "list": "[]"}.get(kind.__name__, "{}")
         return f"the {kind.__name__} {brackets[0]}{inner}{brackets[1]}"
     return f"a {kind.__qualname__} object and everything else it holds"
+
+
+def summary_of_value(value: Any) -> str:
+    """A user's value in a few words: ``the list ['hand-checked', 3, 'May']``, ``3``, ``a Note object``."""
+    if issubclass(type(value), tuple | list | set | frozenset):
+        return summary(value)
+    short = _short(value)
+    return short if not short.startswith("<") else f"a {type(value).__qualname__} object"
 
 
 def _short(value: Any) -> str:

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
+from nbmodels.core.holders.census import DEPTH as _DEPTH
 from nbmodels.core.holders.census import Stray, references_we_hold, trace_back, unexplained
 from nbmodels.core.holders.execute import Op
 from nbmodels.core.holders.graph import INTERNAL, PART, Edge, Graph
 from nbmodels.core.holders.parts import Parts
-from nbmodels.core.holders.plan import Cut, Planner, RawBlocker, parts_below
+from nbmodels.core.holders.plan import Cut, Planner, RawBlocker, entry_value, parts_below
 from nbmodels.core.holders.records import Action, Blocker, HolderKind, RemovalPlan
-from nbmodels.core.holders.render import Paths, is_python, key_text, literal, summary
-from nbmodels.core.holders.sites import Boundary, Site
+from nbmodels.core.holders.render import Paths, is_python, key_text, literal, summary, summary_of_value
+from nbmodels.core.holders.sites import Boundary, Gap, Site
 from nbmodels.core.holders.watch import Watch, storage_key
 
 OWNER = 3  # a node whose references are ours (the manager's entry during a dry run)
@@ -36,7 +38,7 @@ class Found(NamedTuple):
 
 def search(
     watches: Sequence[Watch],
-    places: Iterable[Site | Boundary],
+    places: Iterable[Site | Boundary | Gap],
     *,
     loaded: Sequence[tuple[str, Any]] = (),
     owners: Iterable[Any] = (),
@@ -53,13 +55,17 @@ def search(
     gc pass (they are often cycles a traceback printer left behind) and search again.
     """
     started = time.perf_counter()
+    places = list(places)
     sites = [place for place in places if isinstance(place, Site)]
     boundaries = [place.obj for place in places if isinstance(place, Boundary)]
     boundaries += [model for _, model in loaded]
     parts = Parts(watches)
     graph = Graph(_dedupe(sites), parts, boundaries=boundaries)
+    gaps = [place.reason for place in places if isinstance(place, Gap)]
     try:
         plans, unexplained = _search(watches, graph, parts, loaded, list(owners), trace)
+        if gaps:
+            plans = [replace(plan, truncated=plan.truncated or gaps[0]) for plan in plans]
     finally:
         graph.close()
         parts.close()
@@ -98,19 +104,35 @@ def _search(
         graph.close_over_parts(found)
         del found
         extra += _storage_outside(graph, parts)
+    planner, heavy, leftover = _plan(graph, parts)
+    strays: list[Stray] = []
+    if leftover and (trace or graph.deferred):
+        # without trace, only a short look into the big containers the walk left unread (one or two heap passes)
+        strays, expansions = trace_back(graph, leftover, parts.held(), depth=_DEPTH if trace else 2)
+        if expansions:
+            for path in expansions:
+                graph.expand(path)
+            del expansions, path
+            planner, heavy, leftover = _plan(graph, parts)
+            strays = trace_back(graph, leftover, parts.held())[0] if leftover and trace else []
+        elif not trace:
+            strays = []
+    for stray in strays:
+        for part in heavy.get(stray.node, set()) | planner.through.get(stray.node, set()):
+            extra.append(RawBlocker(part, stray.holder, stray.kind, stray.reason))
+    return _render(watches, graph, planner, extra), bool(leftover)
+
+
+def _plan(graph: Graph, parts: Parts) -> tuple[Planner, dict[int, set[int]], dict[int, int]]:
+    """The cuts, the parts below each node, and the nodes with references nothing recorded explains."""
     planner = Planner(graph)
     planner.run()
     heavy = parts_below(graph, range(len(graph.objs)))
     accounted = [n for n, below in heavy.items() if below and graph.state[n] in (PART, INTERNAL)]
     accounted += list(planner.through)
     held = parts.held()
-    ours = references_we_hold(graph, held)
-    leftover = unexplained(graph, sorted(set(accounted)), ours)
-    strays: list[Stray] = trace_back(graph, leftover, held) if leftover and trace else []
-    for stray in strays:
-        for part in heavy.get(stray.node, set()) | planner.through.get(stray.node, set()):
-            extra.append(RawBlocker(part, stray.holder, stray.kind, stray.reason))
-    return _render(watches, graph, planner, extra), bool(leftover)
+    leftover = unexplained(graph, sorted(set(accounted)), references_we_hold(graph, held))
+    return planner, heavy, leftover
 
 
 def _add_owner(graph: Graph, owner: Any) -> None:
@@ -283,6 +305,14 @@ _KINDS: dict[str, HolderKind] = {
     "member": "item",
     "attr": "attribute",
     "child": "attribute",
+    "cache": "cache",
+    "finalizer": "callback",
+}
+
+
+_METHOD_CUTS = {
+    "finalizer": ("detach", "detach the finalizer {}"),
+    "cache": ("cache_clear", "clear the cache of {} (it fills again on the next calls)"),
 }
 
 
@@ -292,6 +322,12 @@ def _action(graph: Graph, paths: Paths, names: dict[int, str], cut: Cut, holds: 
     words, python, note = paths.through(edge)
     holder = python or words
     takes = summary(value) if cut.wide else ""
+    if cut.wide and edge.op == "finalizer":
+        holder = paths.of(edge.parent)[1] or paths.of(edge.parent)[0]
+        takes = "the finalizer: its callback will never run"
+    if cut.wide and edge.op == "dictkey" and edge.parent >= 0:
+        holder = paths.of(edge.parent)[1] or paths.of(edge.parent)[0]
+        takes = f"the value stored under it ({summary_of_value(entry_value(graph.objs[edge.parent], edge.key))})"
     path = ""
     if cut.chain:
         path = words + "".join(paths.step(link)[0] for link in cut.chain) + note
@@ -328,6 +364,12 @@ def _action(graph: Graph, paths: Paths, names: dict[int, str], cut: Cut, holds: 
     elif op == "member":
         description = f"remove it from the set {parent_words}"
         kind_op = "member"
+    elif op in _METHOD_CUTS:  # a cut that is a call on the holder: fin.detach(), f.cache_clear()
+        method, words_template = _METHOD_CUTS[op]
+        if parent_python is not None:
+            command = f"{parent_python}.{method}()"
+        description = words_template.format(parent_words)
+        kind_op = op
     else:  # attr, child
         if python is not None:
             command = f"{python} = None"

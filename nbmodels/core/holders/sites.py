@@ -42,7 +42,8 @@ class Site:
     last exception): cutting one takes nothing the user wrote, so it never
     needs naming, however much the entry holds; ``unit_keys`` marks single
     entries so (``_4``, ``_`` among the notebook's variables). ``skip`` are
-    keys that are not the user's (IPython's own ``In``, ``exit``).
+    keys that are not the user's (IPython's own ``In``, ``exit``). ``keep`` are
+    keys force must leave, each with the reason (a name the running cell uses).
     """
 
     container: Any
@@ -57,6 +58,7 @@ class Site:
     unit: bool = False
     skip: frozenset[Any] = frozenset()
     unit_keys: frozenset[Any] = frozenset()
+    keep: Mapping[Any, str] | None = None
 
     def is_unit(self, key: Any) -> bool:
         """True when the entry under ``key`` goes whole (see ``unit``); ``unit_keys`` marks single entries."""
@@ -102,6 +104,12 @@ class Boundary(NamedTuple):
     """An object the walk never enters (the shell, the manager): what it holds is not the user's to change."""
 
     obj: Any
+
+
+class Gap(NamedTuple):
+    """A place the search could not look (a holder finder failed): force refuses, and the report says why."""
+
+    reason: str
 
 
 HolderFinder = Callable[[], Iterable[Site | Boundary]]
@@ -191,6 +199,7 @@ def _remove_builtins_underscore(site: Site, key: Any, value: Any) -> None:
 __all__ = [
     "LAST_EXCEPTION",
     "Boundary",
+    "Gap",
     "HolderFinder",
     "RemoveFn",
     "Site",

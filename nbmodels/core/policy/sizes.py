@@ -39,6 +39,7 @@ _SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 
 _FOREVER_WORDS = frozenset({"forever", "never", "inf", "infinite", "none"})
 
 SIZE_HINT = "give bytes (an int), a size such as '8GiB' or '512MB', or a fraction of the device such as 0.8 or '80%'"
+MAX_DURATION = 10 * 365.25 * 86400  # 10 years: longer is a typo (1e10), and overflows the timers that wait for it
 DURATION_HINT = "give seconds (300), a duration such as '30m', '1h' or '90s', 0 (unload when idle) or -1 (forever)"
 
 
@@ -94,18 +95,29 @@ def parse_duration(value: Any, *, what: str = "keep_alive") -> float | None:
     if isinstance(value, int | float):
         if math.isnan(value):
             raise InvalidArgumentError(f"{what} {value!r} is not a duration; {DURATION_HINT}")
-        return None if value < 0 or math.isinf(value) else float(value)
+        return None if value < 0 or math.isinf(value) else _at_most_ten_years(float(value), value, what)
     if not isinstance(value, str):
         raise InvalidArgumentError(f"{what} {value!r} is a {type(value).__name__}, not a duration; {DURATION_HINT}")
     text = value.strip().lower().replace(" ", "")
     if text in _FOREVER_WORDS:
         return None
     if _is_number(text):
-        return parse_duration(float(text), what=what)
+        number = float(text)
+        if math.isnan(number):
+            raise InvalidArgumentError(f"{what} {value!r} is not a duration; {DURATION_HINT}")
+        return None if number < 0 or math.isinf(number) else _at_most_ten_years(number, value, what)
     seconds = _sum_parts(text.removeprefix("-"))
     if seconds is None:
         raise InvalidArgumentError(f"{what} {value!r} is not a duration; {DURATION_HINT}")
-    return None if text.startswith("-") else seconds
+    return None if text.startswith("-") else _at_most_ten_years(seconds, value, what)
+
+
+def _at_most_ten_years(seconds: float, value: Any, what: str) -> float:
+    if not seconds <= MAX_DURATION:  # NaN too
+        raise InvalidArgumentError(
+            f"{what} {value!r} is not a duration of at most 10 years; give -1 or 'forever' to keep it loaded forever"
+        )
+    return seconds
 
 
 def _sum_parts(text: str) -> float | None:

@@ -107,25 +107,29 @@ def _start_process(spec: WorkerSpec, started: float, *, spare: bool) -> RemoteMo
 
     from nbmodels.core.runners.process import WorkerProcess
 
-    worker = spare_pool().take() if spare else None
-    if worker is None:
-        worker = WorkerProcess.spawn()
-    worker.assign(spec.name)
-    try:
+    worker: WorkerProcess | None = None
+    try:  # from the moment a worker is ours until its proxy owns it, any exception kills it
+        worker = spare_pool().take() if spare else None
+        if worker is None:
+            worker = WorkerProcess.spawn()  # kills what it started itself when interrupted
+        worker.assign(spec.name)
         loaded: protocol.Loaded = worker.request(protocol.LOAD, spec, f"loading model {spec.name!r}")
+        remote = RemoteModel(spec.name, worker, loaded, time.perf_counter() - started)
+        weakref.finalize(remote, worker.kill)  # a proxy dropped without stop() leaves no worker behind
     except NbModelsError:
-        worker.kill()
+        if worker is not None:
+            worker.kill()
         raise
     except Exception as exc:
-        worker.kill()
+        if worker is not None:
+            worker.kill()
         raise ModelLoadError(
             spec.name, f"loading {spec.name!r} from {spec.text} in a worker process failed: {type(exc).__name__}: {exc}"
         ) from exc
     except BaseException:
-        worker.kill()
+        if worker is not None:
+            worker.kill()
         raise
-    remote = RemoteModel(spec.name, worker, loaded, time.perf_counter() - started)
-    weakref.finalize(remote, worker.kill)  # a proxy dropped without stop() leaves no worker behind
     return remote
 
 

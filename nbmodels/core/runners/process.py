@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -40,6 +41,33 @@ log = logging.getLogger("nbmodels")
 START_TIMEOUT = 120.0
 _DIED = -1
 _TAIL_LINES = 25
+
+# Called with the name of each step of a worker's start (tests raise KeyboardInterrupt there).
+STEPS = ("pipe", "launch", "launched", "constructed", "authkey", "ready", "reader")
+step_hook: Callable[[str], None] | None = None
+
+
+def _step(name: str) -> None:
+    hook = step_hook
+    if hook is not None:
+        hook(name)
+
+
+def _end_unwanted(process: subprocess.Popen[bytes]) -> None:
+    """Kill and reap a worker nobody will own (its start was interrupted), and close its pipes."""
+    with contextlib.suppress(OSError):
+        process.kill()
+    with contextlib.suppress(Exception):
+        process.wait(timeout=10)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+def _end_if_launched(launched: concurrent.futures.Future[subprocess.Popen[bytes]]) -> None:
+    if not launched.cancelled() and launched.exception() is None:
+        _end_unwanted(launched.result())
 
 
 class _Launcher:
@@ -57,7 +85,12 @@ class _Launcher:
                 self._thread.start()
         launch = _Launch(command, pass_fds)
         self._requests.put(launch)
-        return launch.result.result()
+        try:
+            _step("launch")
+            return launch.result.result()
+        except BaseException:  # interrupted while the launcher starts it: it must not outlive this
+            launch.result.add_done_callback(_end_if_launched)
+            raise
 
     def _serve(self) -> None:
         while True:
@@ -149,31 +182,70 @@ class WorkerProcess:
 
     @classmethod
     def spawn(cls, timeout: float = START_TIMEOUT) -> WorkerProcess:
-        """Start a worker and wait until it has imported torch and is ready to load."""
+        """Start a worker and wait until it has imported torch and is ready to load.
+
+        Any exception on the way, KeyboardInterrupt included, kills and reaps the
+        worker and closes its socket before it propagates, so neither an orphan
+        process nor a traceback that holds its socket is left behind.
+        """
         ours, theirs = multiprocessing.Pipe(duplex=True)
+        process: subprocess.Popen[bytes] | None = None
+        worker: WorkerProcess | None = None
         try:
-            process = _launcher.popen(
-                [sys.executable, "-m", "nbmodels.core.runners.worker", str(theirs.fileno()), str(os.getpid())],
-                pass_fds=(theirs.fileno(),),
-            )
-        finally:
-            theirs.close()
-        worker = cls(process, ours)
-        try:
+            _step("pipe")
+            try:
+                process = _launcher.popen(
+                    [sys.executable, "-m", "nbmodels.core.runners.worker", str(theirs.fileno()), str(os.getpid())],
+                    pass_fds=(theirs.fileno(),),
+                )
+            finally:
+                theirs.close()
+            _step("launched")
+            worker = cls(process, ours)
+            _step("constructed")
             ours.send_bytes(bytes(multiprocessing.current_process().authkey))
+            _step("authkey")
             if not ours.poll(timeout):
                 raise TimeoutError(f"a worker process did not start within {timeout:.0f} s")
             pickle.loads(ours.recv_bytes())
             pickle.loads(ours.recv_bytes())
+            _step("ready")
+            worker._reader = threading.Thread(target=worker._read, name="nbmodels-worker-reader", daemon=True)
+            worker._reader.start()
+            _step("reader")
         except (EOFError, OSError, TimeoutError) as exc:
+            if worker is None:
+                cls._abandon(process, None, ours, theirs)
+                raise
             worker.kill()
             info = worker._wait_exit()
             raise WorkerDiedError(
-                "(starting)", f"did not start: {info.how}", pid=process.pid, detail=info.detail
+                "(starting)", f"did not start: {info.how}", pid=worker.pid, detail=info.detail
             ) from exc
-        worker._reader = threading.Thread(target=worker._read, name="nbmodels-worker-reader", daemon=True)
-        worker._reader.start()
+        except BaseException:
+            cls._abandon(process, worker, ours, theirs)
+            raise
         return worker
+
+    @staticmethod
+    def _abandon(
+        process: subprocess.Popen[bytes] | None,
+        worker: WorkerProcess | None,
+        *conns: multiprocessing.connection.Connection,
+    ) -> None:
+        """An interrupted start: kill and reap the process, close the socket, so nothing outlives the exception."""
+        if worker is not None:
+            worker.kill()
+            reader = worker._reader
+            if reader is not None and reader.is_alive():
+                reader.join(timeout=10.0)  # it sees EOF, reaps the process and closes the socket itself
+            else:
+                worker._wait_exit()
+        elif process is not None:
+            _end_unwanted(process)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def assign(self, name: str) -> None:
         self.name = name

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import re
+import stat
 import threading
 import time
 import weakref
@@ -61,7 +62,46 @@ def ensure_ray(address: str | None = None, init: dict[str, Any] | None = None) -
         if target:
             ray.init(address=target, **(init or {}))
         else:
+            _loopback_only()
             ray.init(**{"include_dashboard": False, **(init or {})})
+            _owner_only_token()
+
+
+RAY_TOKEN = os.path.join("~", ".ray", "auth_token")
+
+
+def _owner_only_token() -> None:
+    """Ray writes its cluster token with the default umask (0644): make it readable by this user only."""
+    path = os.path.expanduser(RAY_TOKEN)
+    try:
+        info = os.lstat(path)
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o077:
+            os.chmod(path, 0o600)
+            log.info("nbmodels: made Ray's token %s readable by you only", path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("nbmodels: could not make Ray's token %s private: %s", path, exc)
+
+
+def _loopback_only() -> None:
+    """Make the local Ray that nbmodels starts listen on 127.0.0.1 only, not on every interface.
+
+    A local Ray takes the machine's address for its node and listens there (GCS,
+    raylet, object manager: about seven ports), reachable from the network. Ray
+    keeps to loopback when it is told clusters are off (the switch it uses on
+    macOS and Windows): ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` for the processes
+    it starts, and the constant it read at import for this one.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # another ray layout: say so rather than pretend
+        log.warning(
+            "nbmodels: cannot keep this Ray version's local cluster on 127.0.0.1; it may listen on all interfaces"
+        )
+        return
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 @ray.remote(concurrency_groups={"control": 2})
