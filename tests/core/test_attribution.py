@@ -359,3 +359,17 @@ def test_a_report_leaves_no_cycle_that_keeps_a_value_alive(manager: ModelManager
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_a_holder_finder_that_fails_is_said_and_the_rest_is_reported(manager: ModelManager, ns: dict[str, Any]) -> None:
+    def broken() -> list[Site]:
+        raise RuntimeError("widget registry gone")
+
+    undo = manager.add_holder_finder(broken)
+    try:
+        ns["x"] = floats(2 * MiB)
+        found = report(manager)
+    finally:
+        undo()
+    assert found.row("x").nbytes == 2 * MiB
+    assert "a holder finder failed (RuntimeError: widget registry gone)" in found.truncated

@@ -26,7 +26,7 @@ from nbmodels.core.attribution.census import StorageInfo, census
 from nbmodels.core.attribution.report import Holding, MemoryReport, MemoryRow, Remedy, RowKind
 from nbmodels.core.attribution.residue import CudaReading, live_cuda, residue
 from nbmodels.core.attribution.walk import Reach, Relation, Walker
-from nbmodels.core.holders.sites import Boundary, Site
+from nbmodels.core.holders.sites import Boundary, Gap, Site
 
 MiB = 1 << 20
 _KIND_ORDER = {"model": 0, "variable": 2, "output": 3, "exception": 4}  # of the places; others after
@@ -91,15 +91,19 @@ def _root_order(name: str, kind: str) -> tuple[int, int, str]:
     return (order, preferred, name)
 
 
-def _site_roots(places: Iterable[Site | Boundary]) -> tuple[list[tuple[Root, Any]], list[Any]]:
-    """``(root, value)`` of every entry of every site, each (container, key) once; and the boundaries."""
+def _site_roots(places: Iterable[Site | Boundary | Gap]) -> tuple[list[tuple[Root, Any]], list[Any], list[str]]:
+    """``(root, value)`` of every entry of every site, each (container, key) once; the boundaries; and why
+    some places could not be looked at (a holder finder that failed)."""
     roots: list[tuple[Root, Any]] = []
     boundaries: list[Any] = []
+    gaps: list[str] = []
     seen: set[tuple[int, Any]] = set()
     sites: dict[int, Site] = {}
     for place in places:
         if isinstance(place, Boundary):
             boundaries.append(place.obj)
+        elif isinstance(place, Gap):
+            gaps.append(place.reason)
         else:  # a container named twice (``__main__`` is IPython's namespace): the later, more specific site
             sites[id(place.container)] = place
     for place in sites.values():
@@ -115,7 +119,7 @@ def _site_roots(places: Iterable[Site | Boundary]) -> tuple[list[tuple[Root, Any
                 continue
             name, kind = place.name(key)
             roots.append((Root(name, str(kind), _remedy(place, key, name, str(kind)), _expr(place, key)), value))
-    return roots, boundaries
+    return roots, boundaries, gaps
 
 
 def _remedy(site: Site, key: Any, name: str, kind: str) -> Remedy:
@@ -142,7 +146,7 @@ def _expr(site: Site, key: Any) -> str | None:
 
 
 def attribute(
-    places: Iterable[Site | Boundary],
+    places: Iterable[Site | Boundary | Gap],
     models: Iterable[tuple[str, Any]] = (),
     released: Iterable[tuple[str, Iterable[int]]] = (),
     *,
@@ -161,13 +165,13 @@ def attribute(
     unload = unload or (lambda name: Remedy("unload", name, f"nbmodels.get_manager().unload({name!r}, force=True)"))
     if "torch" not in sys.modules:
         return MemoryReport((), tuple(residue(rss, {}, cuda or [])), {}, {}, threshold)
-    site_roots, boundaries = _site_roots(places)
+    site_roots, boundaries, gaps = _site_roots(places)
     model_roots = [(Root(name, "model", unload(name), None, order=(0, 0, name)), model) for name, model in models]
     walker = Walker(boundaries, budget=budget)
     known: dict[int, StorageInfo] = {}
     claims, stopped, unreadable = _walk_roots(walker, [*model_roots, *site_roots], known)
     del site_roots, model_roots, walker  # no root is held while the census runs
-    truncated = []
+    truncated = list(gaps)  # what it could not look at makes unattributed what those places hold
     if stopped:
         more = f" and {len(stopped) - 5} more" if len(stopped) > 5 else ""
         where = ", ".join(stopped[:5]) + more
