@@ -43,7 +43,31 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 
 if TYPE_CHECKING:
+    from nbmodels.core.attribution import MemoryReport
     from nbmodels.widgets.panel import ModelPanel
+
+
+def memory(*, threshold: int = 1 << 20, everything: bool = False, manager: ModelManager | None = None) -> MemoryReport:
+    """Where this process's memory is (what ``%memory`` shows), as data: a MemoryReport.
+
+    Every live tensor storage under the name that holds it, largest first, with
+    what frees it; owners under ``threshold`` bytes are folded into one row
+    unless ``everything``. In IPython with the extension loaded, commands are
+    spelled for the notebook (``%unload_model m --force``).
+    """
+    ipython = sys.modules.get("nbmodels.ipython.extension")
+    shell = None
+    if ipython is not None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    if shell is not None and ipython is not None and ipython.current_session(shell) is not None:
+        from nbmodels.ipython.memory import report
+
+        return report(manager, threshold=threshold, everything=everything)
+    from nbmodels.core.attribution import memory_report
+
+    return memory_report(manager, threshold=threshold, everything=everything)
 
 
 def panel(
@@ -87,6 +111,7 @@ __all__ = [
     "__version__",
     "get_manager",
     "load_ipython_extension",
+    "memory",
     "panel",
     "unload_ipython_extension",
 ]

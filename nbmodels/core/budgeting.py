@@ -524,7 +524,11 @@ class Budgeting(ManagerState):
         evicted = self._rescue(name, spec, device)
         if not evicted:
             account = self.memory_account(device, exclude=name)
-            failed.add_context(after="; " + "; ".join(line.strip() for line in account.lines()))
+            lines = [line.strip() for line in account.lines()]
+            from nbmodels.core.attribution import holders_summary  # only now: it walks the notebook
+
+            others = holders_summary(self, device)  # the tensors of the user's code there, by name
+            failed.add_context(after="; " + "; ".join([*lines[:-1], others, lines[-1]] if others else lines))
             raise failed
         failed = None
         gc.collect()
