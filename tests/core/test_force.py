@@ -551,3 +551,16 @@ def test_a_pair_of_two_released_models_is_a_holder_of_each(manager: ModelManager
         assert [(a.text(), a.holder) for a in plan.actions] == [("del pair", "pair")] and not plan.blockers
     del report, plans
     assert manager.cleanup(force=True, allow=["pair"]).ok and "pair" not in ns and manager.survivors() == []
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_a_torch_compile_wrapper_goes_whole_with_del(manager: ModelManager, ns: dict[str, Any]) -> None:
+    """``cm = torch.compile(model)``: once 13 actions and 5 names, one editing the model's own ``_modules``."""
+    ns["model"] = manager.load("m", "demo:mlp", hidden=16)
+    ns["cm"] = torch.compile(ns["model"])
+    del ns["model"]
+    weights = weakref.ref(next(manager.get("m").parameters()))
+    (survivor,) = manager.unload("m").still_alive
+    assert [a.text() for a in survivor.plan.actions] == ["del cm"] and not survivor.plan.blockers
+    del survivor
+    assert manager.unload("m", force=True).ok and weights() is None
