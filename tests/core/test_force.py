@@ -564,3 +564,25 @@ def test_a_torch_compile_wrapper_goes_whole_with_del(manager: ModelManager, ns: 
     assert [a.text() for a in survivor.plan.actions] == ["del cm"] and not survivor.plan.blockers
     del survivor
     assert manager.unload("m", force=True).ok and weights() is None
+
+
+def test_a_running_threads_local_is_named_and_left_to_the_thread(manager: ModelManager, ns: dict[str, Any]) -> None:
+    """A thread's target still running with the model in a local: named on the first look, never cut."""
+    import threading
+
+    release = threading.Event()
+
+    def work(m: Any) -> None:
+        release.wait(30)
+
+    ns["t"] = threading.Thread(target=work, args=(manager.load("m", "demo:mlp", hidden=16),))
+    ns["t"].start()
+    try:
+        (survivor,) = manager.unload("m").still_alive
+        holders = [b.holder for b in survivor.plan.blockers]
+        assert any(h.startswith("local 'm' of work(), still running in thread") for h in holders), holders
+    finally:
+        release.set()
+        ns["t"].join()
+    del survivor
+    assert manager.unload("m", force=True).ok
