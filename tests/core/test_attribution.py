@@ -152,9 +152,17 @@ def test_the_rows_account_for_every_live_tensor(manager: ModelManager, ns: dict[
     assert sum(n for key, n in live.items() if key in named) >= 0.99 * sum(live.values())
 
 
+def unattributed_here(found: MemoryReport, before: set[int]) -> int:
+    """Bytes left unattributed among the storages this test made (libraries' own tensors are not its)."""
+    rows = [row for row in found.rows if row.kind == "unattributed"]
+    live = _new_storages(before)
+    return sum(n for key, n in live.items() if any(key in row.keys for row in rows))
+
+
 def test_each_remedy_frees_what_its_row_says(manager: ModelManager, ns: dict[str, Any]) -> None:
     plant(manager, ns)
-    owners = [r.owner for r in report(manager).rows if r.kind != "smaller"]
+    # libraries imported earlier in this process (by other tests) keep small tensors of their own: not ours to free
+    owners = [r.owner for r in report(manager).rows if r.kind not in ("smaller", "unattributed")]
     assert len(owners) >= 7
     for owner in owners:
         ns.clear()
@@ -275,6 +283,8 @@ def storage_key(tensor: torch.Tensor) -> int:
 
 def test_every_tensor_a_graph_saved_is_counted(manager: ModelManager, ns: dict[str, Any]) -> None:
     """Saved outputs come back as new tensor objects, one per read: each one is counted, none is lost."""
+    gc.collect()
+    before = set(_new_storages(set()))
     y = torch.full((2**18,), 0.1, requires_grad=True)  # 1 MiB, the leaf
     for _ in range(8):
         y = torch.exp(y) * 0.5  # exp saves its output (1 MiB a step), read back as a new object each time
@@ -283,7 +293,7 @@ def test_every_tensor_a_graph_saved_is_counted(manager: ModelManager, ns: dict[s
     found = report(manager)
     graph = found.row("y")
     assert graph.kind == "autograd graph" and near(graph.nbytes, 9 * MiB)  # 8 steps and the leaf
-    assert not [r for r in found.rows if r.kind == "unattributed"]
+    assert unattributed_here(found, before) == 0
 
 
 def test_a_suspended_generator_and_a_partial_hold_what_they_captured(manager: ModelManager, ns: dict[str, Any]) -> None:
@@ -309,13 +319,15 @@ def test_a_walk_out_of_budget_says_so_and_loses_nothing_silently(manager: ModelM
 
 
 def test_an_isolated_model_is_listed_as_its_worker_s_memory(manager: ModelManager, ns: dict[str, Any]) -> None:
+    gc.collect()
+    before = set(_new_storages(set()))
     manager.load("far", "demo:mlp", hidden=512, runner="process")
     ns["x"] = floats(2 * MiB)
     found = report(manager)
     info = manager.info("far")
     row = found.row("far")
     assert row.kind == "model" and row.nbytes == info.total_bytes and info.where in row.what
-    assert found.total == found.attributed and found.row("x").nbytes == 2 * MiB
+    assert unattributed_here(found, before) == 0 and found.row("x").nbytes == 2 * MiB
     assert row.storages == 0 and not row.keys  # none of its storages is in this process
     assert [r.kind for r in row.remedies] == ["unload"]
 
