@@ -117,13 +117,14 @@ def _last_marker(before: str) -> list[tuple[str, str]]:
     return found
 
 
-def run_cell(shell: InteractiveShell, source: str, number: int | None = None) -> tuple[str, bool]:
-    """Run one cell as a notebook would (stored in the history, numbered as the page numbers it)."""
+def run_cell(shell: InteractiveShell, source: str, number: int | None = None, hidden: bool = False) -> tuple[str, bool]:
+    """Run one cell as a notebook would (stored in the history, numbered as the page numbers it); a hidden
+    setup cell is kept out of the history, so the page's own numbers stay free."""
     if number is not None:
         shell.execution_count = number
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        result = shell.run_cell(source, store_history=True)
+        result = shell.run_cell(source, store_history=not hidden)
     return out.getvalue(), result.success
 
 

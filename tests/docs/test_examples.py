@@ -3,6 +3,7 @@ page shows (see tests/docs/examples.py for what runs and how outputs are compare
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,12 +43,16 @@ def shell(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Interacti
         ip.run_line_magic("reset", "-f")
         manager.cleanup()
         InteractiveShell.clear_instance()
+        if "nbmodels.core.runners" in sys.modules:  # a page that keeps a spare worker ready (isolation.md)
+            from nbmodels.core.runners import spare_pool
+
+            spare_pool().resize(0)
 
 
 def _run(shell: InteractiveShell, example: Example) -> None:
     where = f"{example.page.relative_to(REPO)}, the block at line {example.line}"
     if example.setup.strip():
-        output, ok = run_cell(shell, example.setup)
+        output, ok = run_cell(shell, example.setup, hidden=True)
         assert ok, f"{where}: its hidden setup failed:\n{output}"
     if example.kind == "python":
         output, ok = run_cell(shell, example.body)
