@@ -98,3 +98,5 @@ def test_loose_matching_is_only_as_loose_as_marked() -> None:
     assert matches(["first", "...", "last"], "first\nmiddle\nmore\nlast\n", loose=False)
     assert matches(["took ... (... looking for holders)"], "took 9 ms (2 ms looking for holders)\n", loose=False)
     assert not matches(["a", "b"], "a\nb\nc\n", loose=False)  # nothing printed beyond what the page shows
+    gc_pass = "took 214 ms, with a gc pass (11 ms looking for holders)\n"
+    assert matches(["took 8.0 ms (7 ms looking for holders)"], gc_pass, loose=True)
