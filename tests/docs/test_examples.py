@@ -30,9 +30,7 @@ def shell(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Interacti
     monkeypatch.chdir(tmp_path)
     InteractiveShell.clear_instance()
     config = Config()
-    config.HistoryManager.hist_file = (
-        ":memory:"  # a page numbers its cells from 1 again: no clash with a stored session
-    )
+    config.HistoryManager.enabled = False  # each session numbers its cells from 1: no database to clash with
     ip = InteractiveShell.instance(config=config)
     ip.run_line_magic("colors", "nocolor")  # tracebacks in the failure message as plain text
     try:
