@@ -102,7 +102,16 @@ def _transformer_class() -> type:
             logits: torch.Tensor = self.head(self.encoder(hidden, mask=mask, is_causal=True))
             return logits
 
+    # Named as the module attribute that __getattr__ below serves, so torch.save and pickle find the class.
+    DemoTransformer.__qualname__ = "DemoTransformer"
     return DemoTransformer
+
+
+def __getattr__(name: str) -> Any:
+    """``nbmodels.core.demo.DemoTransformer``, built on first use: pickle looks a model's class up by this name."""
+    if name == "DemoTransformer":
+        return _transformer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def transformer(
