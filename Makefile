@@ -63,7 +63,7 @@ bench: $(VENV)/.installed-test
 
 # The pages of docs/ as a static site in site/; --strict: a broken link or a warning fails (the suite checks it too).
 docs: $(VENV)/.installed-test
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet  # (the variable: no end-of-life banner from Material)
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache labextension/dist labextension/lib labextension/node_modules
