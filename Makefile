@@ -62,8 +62,9 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks
 
 # The pages of docs/ as a static site in site/; --strict: a broken link or a warning fails (the suite checks it too).
+# NO_MKDOCS_2_WARNING: no end-of-life banner from the Material theme.
 docs: $(VENV)/.installed-test
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet  # (the variable: no end-of-life banner from Material)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache labextension/dist labextension/lib labextension/node_modules
