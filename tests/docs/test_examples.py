@@ -28,6 +28,8 @@ def shell(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Interacti
     monkeypatch.setattr(ModelManager, "_instance", manager)
     assert get_manager() is manager
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # a page may import a module it wrote in its folder
+    modules = set(sys.modules)
     InteractiveShell.clear_instance()
     config = Config()
     config.HistoryManager.enabled = False  # each session numbers its cells from 1: no database to clash with
@@ -41,6 +43,9 @@ def shell(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Interacti
         ip.run_line_magic("reset", "-f")
         manager.cleanup()
         InteractiveShell.clear_instance()
+        for name in set(sys.modules) - modules:
+            if str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(tmp_path)):
+                del sys.modules[name]
         if "nbmodels.core.runners" in sys.modules:  # a page that keeps a spare worker ready (isolation.md)
             from nbmodels.core.runners import spare_pool
 
