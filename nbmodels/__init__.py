@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from nbmodels.core import Event, ModelInfo, ModelList, ModelManager, ReleaseReport, StillAlive, get_manager
@@ -42,17 +43,49 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 
 if TYPE_CHECKING:
+    from nbmodels.core.attribution import MemoryReport
     from nbmodels.widgets.panel import ModelPanel
 
 
-def panel(manager: ModelManager | None = None, *, refresh_interval: float = 2.0) -> ModelPanel:
+def memory(*, threshold: int = 1 << 20, everything: bool = False, manager: ModelManager | None = None) -> MemoryReport:
+    """Where this process's memory is (what ``%memory`` shows), as data: a MemoryReport.
+
+    Every live tensor storage under the name that holds it, largest first, with
+    what frees it; owners under ``threshold`` bytes are folded into one row
+    unless ``everything``. In IPython with the extension loaded, commands are
+    spelled for the notebook (``%unload_model m --force``).
+    """
+    ipython = sys.modules.get("nbmodels.ipython.extension")
+    shell = None
+    if ipython is not None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    if shell is not None and ipython is not None and ipython.current_session(shell) is not None:
+        from nbmodels.ipython.memory import report
+
+        return report(manager, threshold=threshold, everything=everything)
+    from nbmodels.core.attribution import memory_report
+
+    return memory_report(manager, threshold=threshold, everything=everything)
+
+
+def panel(
+    manager: ModelManager | None = None, *, refresh_interval: float = 2.0, namespace: dict[str, Any] | None = None
+) -> ModelPanel:
     """A live widget panel of loaded models and memory (an ipywidgets VBox; imports ipywidgets only now).
 
     ``refresh_interval``: seconds between memory readings while it is shown (0: only on changes).
+    ``namespace``: whose functions the Load form takes by bare name; by default the notebook's
+    variables, as ``%model_panel`` does.
     """
     from nbmodels.widgets.panel import ModelPanel
 
-    return ModelPanel(manager, refresh_interval=refresh_interval)
+    if namespace is None:
+        ipython = sys.modules.get("IPython")
+        shell = ipython.get_ipython() if ipython is not None else None
+        namespace = shell.user_ns if shell is not None else None
+    return ModelPanel(manager, refresh_interval=refresh_interval, namespace=namespace)
 
 
 __all__ = [
@@ -78,6 +111,7 @@ __all__ = [
     "__version__",
     "get_manager",
     "load_ipython_extension",
+    "memory",
     "panel",
     "unload_ipython_extension",
 ]

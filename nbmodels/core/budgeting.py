@@ -238,7 +238,7 @@ class Budgeting(ManagerState):
 
         for entry in self._entries.values():
             if entry.name != exclude:
-                add(entry.footprint.bytes_by_device)
+                add(entry.footprint.resident_by_device)
         for name, reserved in self._reserved.items():
             if name != exclude:
                 add(reserved)
@@ -255,7 +255,7 @@ class Budgeting(ManagerState):
         return [
             Candidate(
                 entry.name,
-                entry.footprint.bytes_by_device,
+                entry.footprint.resident_by_device,
                 entry.last_used,
                 pinned=entry.pinned,
                 busy=entry.busy > 0,
@@ -493,7 +493,7 @@ class Budgeting(ManagerState):
             return []
         with self._lock:
             self._reserved.pop(name, None)
-        need = dict(entry.footprint.bytes_by_device)
+        need = dict(entry.footprint.resident_by_device)
         try:
             return self._make_room(
                 name, need, purpose=f"to fit {name}", exclude=name, outcome=f"{name} was released again"
@@ -508,6 +508,7 @@ class Budgeting(ManagerState):
 
     def _load_rescued(self, name: str, spec: Spec, run: Callable[[], Entry]) -> Entry:
         """``run()`` the load; if it runs out of memory while other models sit on its device, evict them, retry once."""
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         failed: ModelLoadError | None = None
         try:
             return run()
@@ -523,7 +524,11 @@ class Budgeting(ManagerState):
         evicted = self._rescue(name, spec, device)
         if not evicted:
             account = self.memory_account(device, exclude=name)
-            failed.add_context(after="; " + "; ".join(line.strip() for line in account.lines()))
+            lines = [line.strip() for line in account.lines()]
+            from nbmodels.core.attribution import holders_summary  # only now: it walks the notebook
+
+            others = holders_summary(self, device)  # the tensors of the user's code there, by name
+            failed.add_context(after="; " + "; ".join([*lines[:-1], others, lines[-1]] if others else lines))
             raise failed
         failed = None
         gc.collect()

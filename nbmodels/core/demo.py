@@ -6,7 +6,6 @@ run on a fresh machine with nothing but torch.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -76,42 +75,15 @@ def mlp(
     return _seeded(seed, build)
 
 
-@functools.cache
 def _transformer_class() -> type:
-    """Define the demo transformer on first use, so that torch is imported only then."""
-    import torch
-    from torch import nn
+    """The demo transformer's class, imported on first use so that torch is imported only then.
 
-    class DemoTransformer(nn.Module):
-        """A small causal language model whose output head shares the embedding weights."""
+    It lives at module level in :mod:`nbmodels.core.demo_models`: ``torch.save(model)``
+    pickles a class by where it is defined, and a class local to a function cannot be found again.
+    """
+    from nbmodels.core.demo_models import DemoTransformer
 
-        def __init__(self, vocab: int, d_model: int, layers: int, heads: int, max_len: int, tie: bool) -> None:
-            super().__init__()
-            self.embed = nn.Embedding(vocab, d_model)
-            self.position = nn.Embedding(max_len, d_model)
-            block = nn.TransformerEncoderLayer(d_model, heads, 4 * d_model, dropout=0.0, batch_first=True)
-            self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
-            self.head = nn.Linear(d_model, vocab, bias=False)
-            if tie:
-                self.head.weight = self.embed.weight
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            positions = torch.arange(tokens.shape[-1], device=tokens.device)
-            hidden = self.embed(tokens) + self.position(positions)
-            mask = nn.Transformer.generate_square_subsequent_mask(tokens.shape[-1], device=tokens.device)
-            logits: torch.Tensor = self.head(self.encoder(hidden, mask=mask, is_causal=True))
-            return logits
-
-    # Named as the module attribute that __getattr__ below serves, so torch.save and pickle find the class.
-    DemoTransformer.__qualname__ = "DemoTransformer"
     return DemoTransformer
-
-
-def __getattr__(name: str) -> Any:
-    """``nbmodels.core.demo.DemoTransformer``, built on first use: pickle looks a model's class up by this name."""
-    if name == "DemoTransformer":
-        return _transformer_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def transformer(

@@ -124,8 +124,10 @@ def place(model: Any, device: str | None, dtype: Any) -> Any:
     if device is None and dtype is None:
         return model
     move = getattr(model, "to", None)
-    if move is None:
-        raise InvalidArgumentError(f"a {type(model).__name__} has no .to(); load it without device or dtype")
+    if move is None:  # a dict or list of models, an object holding them: each part moves
+        from nbmodels.core import composite
+
+        return composite.move(model, device, dtype)
     if device is not None:
         model = move(device)
     if dtype is not None:

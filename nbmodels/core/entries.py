@@ -24,6 +24,7 @@ from nbmodels.core.policy.keepalive import deadline
 from nbmodels.core.release import Released
 from nbmodels.core.reports import ModelInfo
 from nbmodels.core.sources import Source
+from nbmodels.core.storage_origin import MAPPED
 from nbmodels.errors import InvalidArgumentError
 
 log = logging.getLogger("nbmodels")
@@ -64,6 +65,7 @@ class Entry:
     keep_alive: float | None = None  # seconds idle before keep-alive unloads it; None: forever
     busy: int = 0  # calls through its handle running now
     in_scope: bool = False  # used in the open use scope (the running cell): idle only when it closes
+    awaiting_use: bool = False  # loaded, not used since: keep-alive 0 waits for the end of the first use
     _info: ModelInfo | None = field(default=None, repr=False)
 
     def touch(self, now: float) -> None:
@@ -79,7 +81,13 @@ class Entry:
         return self.busy > 0 or self.in_scope
 
     def deadline(self) -> float | None:
-        """When keep-alive unloads it if it stays idle (None: never, or not while it is in use)."""
+        """When keep-alive unloads it if it stays idle (None: never, or not while it is in use).
+
+        With keep-alive 0 the load alone is not the use that starts the countdown:
+        ``m = %load_model x ... --keep-alive 0`` then ``m(x)`` in the next cell must work.
+        """
+        if self.awaiting_use and self.keep_alive == 0:
+            return None
         return deadline(self.last_used, self.keep_alive, pinned=self.pinned, busy=self.in_use)
 
     @property
@@ -126,6 +134,10 @@ class Entry:
                 keep_alive=self.keep_alive,
                 unload_at=self.deadline(),
                 in_use=self.in_use,
+                mapped_bytes=fp.mapped,
+                borrowed_bytes=fp.borrowed,
+                parts=fp.parts,
+                unmeasured=fp.unmeasured,
             )
         return self._info
 
@@ -246,10 +258,11 @@ def canonical_device(device: Any) -> str | None:
 
 
 def live_bytes(watch: Watch) -> dict[str, int]:
-    """Bytes per device of a released model's storages that are still alive."""
+    """Bytes per device of a released model's storages that are still alive (pages mapped from files left out)."""
     live: dict[str, int] = {}
     for record in watch.live_storages():
-        live[record.device] = live.get(record.device, 0) + record.nbytes
+        if record.origin.kind != MAPPED:
+            live[record.device] = live.get(record.device, 0) + record.nbytes
     return live
 
 

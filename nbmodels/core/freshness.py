@@ -28,7 +28,7 @@ import weakref
 from collections import deque
 from typing import Any
 
-from nbmodels.core import memory
+from nbmodels.core import composite, memory
 
 SAMPLES = 8
 _LOG_SIZE = 4096
@@ -119,17 +119,26 @@ def _walk(model: Any) -> tuple[frozenset[int], list[Any], int | None]:
     which walk the tree three times through generators.
     """
     torch = sys.modules.get("torch")
-    if torch is None or not isinstance(model, torch.nn.Module):
-        return frozenset(), memory.tensors_of(model), None
+    if torch is None:
+        return frozenset(), [], None
+    if not isinstance(model, torch.nn.Module):  # a composite's modules, so that a change to one is noticed
+        return _tree(composite.modules(model))[0], memory.tensors_of(model), None
+    return _tree([model])
+
+
+def _tree(roots: list[Any]) -> tuple[frozenset[int], list[Any], int | None]:
+    """The walk of :func:`_walk` over module trees from ``roots`` (no parameter count for a quantized one)."""
     modules: set[int] = set()
     tensors: dict[int, Any] = {}
     parameters = 0
-    stack = [model]
+    packed = False  # a quantized module keeps weights outside its registries: measured the slow way
+    stack = list(reversed(roots))
     while stack:
         module = stack.pop()
         if id(module) in modules:
             continue
         modules.add(id(module))
+        packed = packed or "quantized" in type(module).__module__
         for parameter in module._parameters.values():
             if parameter is not None and id(parameter) not in tensors:
                 tensors[id(parameter)] = parameter
@@ -138,7 +147,7 @@ def _walk(model: Any) -> tuple[frozenset[int], list[Any], int | None]:
             if buffer is not None:
                 tensors.setdefault(id(buffer), buffer)
         stack.extend(child for child in reversed(module._modules.values()) if child is not None)
-    return frozenset(modules), list(tensors.values()), parameters
+    return frozenset(modules), list(tensors.values()), None if packed else parameters
 
 
 class Measurement:

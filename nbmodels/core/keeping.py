@@ -71,6 +71,7 @@ class Keeping(ManagerState):
     def _use(self, entry: Entry, *, hit: bool) -> None:
         """Record a use (call with the lock held): the idle clock restarts; a hit also counts."""
         now = self._clock()
+        entry.awaiting_use = False
         if hit:
             entry.touch(now)
         else:

@@ -155,6 +155,7 @@ class ModelManager(Budgeting, Keeping):
         unloads it after that long idle. A loader that runs out of memory while
         other models sit on its device gets them evicted and is tried once more.
         """
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         name = check_name(name)
         spec, explicit = self._spec(name, source, device, dtype, trust, kwargs, runner)
         registration = None
@@ -301,6 +302,7 @@ class ModelManager(Budgeting, Keeping):
         keep_alive: float | None,
         on_release: ReleaseHook | None,
     ) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         try:
             if previous is not None:
                 report = self._release([hand_over(previous)], pending=(), request=Request())
@@ -308,8 +310,15 @@ class ModelManager(Budgeting, Keeping):
             self._emit(Event("load_started", name=name))
             spec = self._resolve_auto(name, spec)
             self._room_before_load(name, spec)
-            entry = self._load_rescued(name, spec, lambda: self._run_loader(name, spec, pin=pin, on_release=on_release))
+
+            def run() -> Entry:
+                __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
+                return self._run_loader(name, spec, pin=pin, on_release=on_release)
+
+            entry = self._load_rescued(name, spec, run)
+            del run
             entry.keep_alive = keep_alive
+            entry.awaiting_use = True  # the load is not a use: the first use starts keep-alive's countdown
             with self._room_lock:
                 self._room_after_load(name, entry)  # its evictions are events already
                 with self._lock:
@@ -344,6 +353,7 @@ class ModelManager(Budgeting, Keeping):
 
     def _run_loader(self, name: str, spec: Spec, *, pin: bool, on_release: ReleaseHook | None) -> Entry:
         """Call the loader (no lock held) and measure what it cost."""
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         # torch's own import costs ~200 MB of RSS, transformers' ~150 MB: import them before
         # the reading, so the first load of a session does not charge that to its model.
         import torch  # noqa: F401

@@ -18,11 +18,80 @@ from typing import Any
 
 import psutil
 
+from nbmodels.core import composite, storage_origin
 from nbmodels.core.devices import cuda_initialized
 
 log = logging.getLogger("nbmodels")
 
 _MAX_WALK_ITEMS = 100_000
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Weights a module keeps packed in a C++ object (``quantize_dynamic``'s Linear), outside ``parameters()``.
+
+    ``nbytes`` and ``numel`` are None where the kind of packing cannot be measured.
+    """
+
+    name: str
+    obj: Any  # the torch.ScriptObject holding them
+    device: str
+    nbytes: int | None
+    numel: int | None
+    dtype: str | None
+
+
+def packed_weights(model: Any) -> list[Packed]:
+    """The packed weights of a model's modules (quantized ones), each once; empty for most models."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return []
+    if isinstance(model, dict | list | tuple) and not composite.has_modules(model):
+        return []  # a state dict: tensors only
+    roots = [model] if isinstance(model, torch.nn.Module) else composite.modules(model)
+    found: dict[int, Packed] = {}
+    for root in roots:
+        for name, module in root.named_modules():
+            if "quantized" not in type(module).__module__:
+                continue
+            for attribute, value in vars(module).items():
+                if isinstance(value, torch.ScriptObject) and id(value) not in found:
+                    found[id(value)] = _measure_packed(f"{name}.{attribute}".lstrip("."), module, value)
+    return list(found.values())
+
+
+def _measure_packed(name: str, module: Any, packed: Any) -> Packed:
+    """Bytes and count of a packed weight, from what its module unpacks; unknown for other kinds of packing."""
+    unpack = getattr(module, "_weight_bias", None)
+    if unpack is None:
+        return Packed(name, packed, "cpu", None, None, None)
+    try:
+        weight, bias = unpack()
+    except Exception:  # a packing this torch cannot unpack here: say it is unknown
+        log.debug("unpacking %s failed", name, exc_info=True)
+        return Packed(name, packed, "cpu", None, None, None)
+    dtype = getattr(module, "dtype", None) or weight.dtype  # fp16 packs unpack to float32: count what is kept
+    nbytes = weight.numel() * dtype.itemsize
+    numel = weight.numel()
+    if bias is not None:
+        nbytes += bias.numel() * bias.element_size()
+        numel += bias.numel()
+    return Packed(name, packed, str(weight.device), nbytes, numel, str(dtype).removeprefix("torch."))
+
+
+@dataclass(frozen=True)
+class PartSize:
+    """One part of a composite model: its name there, its class, its bytes and parameters (None: unknown)."""
+
+    name: str
+    class_name: str
+    nbytes: int
+    parameters: int | None
+
+    def line(self) -> str:
+        """``unet: UNet2DModel, 32.0 MiB, 8,388,608 params``."""
+        params = f"{self.parameters:,} params" if self.parameters is not None else "params ?"
+        return f"{self.name}: {self.class_name}, {format_bytes(self.nbytes)}, {params}"
 
 
 @dataclass(frozen=True)
@@ -32,11 +101,24 @@ class Footprint:
     bytes_by_device: dict[str, int]
     parameters: int | None
     dtypes: tuple[str, ...]
+    mapped: int = 0  # of the CPU bytes, those mapped from a file: page cache, which the OS drops when it needs to
+    borrowed: int = 0  # of the CPU bytes, those a numpy array or buffer owns (torch.from_numpy, torch.frombuffer)
+    parts: tuple[PartSize, ...] = ()  # a composite's parts (a pipeline's unet and vae), each measured alone
+    unmeasured: tuple[str, ...] = ()  # kinds of weights it holds that cannot be measured ("packed weights")
 
     @property
     def devices(self) -> tuple[str, ...]:
         """Devices ordered by the bytes they hold, largest first."""
         return tuple(sorted(self.bytes_by_device, key=lambda d: -self.bytes_by_device[d]))
+
+    @property
+    def resident_by_device(self) -> dict[str, int]:
+        """Bytes per device without those mapped from files: what budgets and eviction count."""
+        if not self.mapped:
+            return self.bytes_by_device
+        resident = dict(self.bytes_by_device)
+        resident["cpu"] = max(resident.get("cpu", 0) - self.mapped, 0)
+        return resident
 
 
 def _tensors_of(obj: Any) -> Iterator[Any]:
@@ -67,6 +149,13 @@ def _tensors_of(obj: Any) -> Iterator[Any]:
             elif isinstance(item, torch.nn.Module):
                 yield from item.parameters()
                 yield from item.buffers()
+        return
+    for _, part in composite.parts(obj):  # a pipeline, an object holding models as attributes
+        if isinstance(part, torch.nn.Module):
+            yield from part.parameters()
+            yield from part.buffers()
+        else:
+            yield part
 
 
 def dense_parts(tensor: Any) -> list[Any]:
@@ -94,6 +183,7 @@ def footprint(obj: Any) -> Footprint:
     """
     torch = sys.modules.get("torch")
     storages: dict[tuple[str, int], int] = {}
+    on_cpu: dict[int, Any] = {}  # the CPU storages, whose memory may be a file's or another object's
     dtypes: set[str] = set()
     found_any = False
     for tensor in _tensors_of(obj):
@@ -106,15 +196,56 @@ def footprint(obj: Any) -> Footprint:
         for part in dense_parts(tensor):
             storage = part.untyped_storage()
             storages[(device, storage.data_ptr())] = storage.nbytes()
+            if device == "cpu":
+                on_cpu[storage.data_ptr()] = storage
     by_device: dict[str, int] = {}
     for (device, _), nbytes in storages.items():
         by_device[device] = by_device.get(device, 0) + nbytes
+    unmeasured: tuple[str, ...] = ()
+    packed = packed_weights(obj)
+    for item in packed:  # quantized weights, outside parameters() and buffers()
+        found_any = True
+        if item.nbytes is None:
+            unmeasured = ("packed weights",)
+            by_device.setdefault(item.device, 0)  # where they are is known, how much is not
+            continue
+        by_device[item.device] = by_device.get(item.device, 0) + item.nbytes
+        if item.dtype:
+            dtypes.add(item.dtype)
+    mapped = borrowed = 0
+    for storage, origin in zip(on_cpu.values(), storage_origin.origins(on_cpu.values()), strict=True):
+        if origin.kind == storage_origin.MAPPED:
+            mapped += storage.nbytes()
+        elif origin.kind == storage_origin.BORROWED:
+            borrowed += storage.nbytes()
+    del on_cpu
     parameters: int | None = None
+    parts: tuple[PartSize, ...] = ()
     if torch is not None and isinstance(obj, torch.nn.Module):
         parameters = sum(p.numel() for p in obj.parameters())
-    elif found_any:
-        parameters = None
-    return Footprint(bytes_by_device=by_device, parameters=parameters, dtypes=tuple(sorted(dtypes)))
+        parameters += sum(item.numel or 0 for item in packed)
+    elif found_any and (not isinstance(obj, dict | list | tuple) or composite.has_modules(obj)):
+        named = composite.parts(obj)
+        owners = [part for _, part in named if isinstance(part, torch.nn.Module)]  # type: ignore[union-attr]
+        if owners:  # the parameters of its models, each once (a dict of plain tensors has none to count)
+            unique = {id(p): p.numel() for module in owners for p in module.parameters()}
+            parameters = sum(unique.values()) + sum(item.numel or 0 for item in packed)
+        parts = tuple(_part_size(name, part) for name, part in named)
+        del named, owners
+    return Footprint(
+        bytes_by_device=by_device,
+        parameters=parameters,
+        dtypes=tuple(sorted(dtypes)),
+        mapped=mapped,
+        borrowed=borrowed,
+        parts=parts,
+        unmeasured=unmeasured,
+    )
+
+
+def _part_size(name: str, part: Any) -> PartSize:
+    measured = footprint(part)
+    return PartSize(name, type(part).__name__, sum(measured.bytes_by_device.values()), measured.parameters)
 
 
 # --- readings ---------------------------------------------------------------

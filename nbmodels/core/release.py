@@ -27,6 +27,7 @@ from nbmodels.core.holders.records import Action, Blocker, RemovalPlan
 from nbmodels.core.holders.sites import Boundary, Gap, Site
 from nbmodels.core.holders.watch import Watch
 from nbmodels.core.reports import ReleaseReport, StillAlive
+from nbmodels.core.storage_origin import Origin, not_owned_lines
 
 log = logging.getLogger("nbmodels")
 
@@ -105,9 +106,12 @@ def release(
     outcome = _settle(watches, request, places, loaded)
     cuda_emptied = memory.empty_cuda_cache()
     freed: dict[str, int] = {}
+    not_owned: dict[Origin, int] = {}  # died, but over a file's pages or another object's memory: nothing came back
     for watch in watches:
         for device, nbytes in watch.take_freed().items():
             freed[device] = freed.get(device, 0) + nbytes
+        for origin, nbytes in watch.take_not_owned().items():
+            not_owned[origin] = not_owned.get(origin, 0) + nbytes
     stopped: dict[str, str] = {}
     for name, result in stops.items():
         if isinstance(result, str) or not result.gone:
@@ -142,6 +146,7 @@ def release(
         rechecked=rechecked,
         hunt_seconds=outcome.seconds,
         stopped=stopped,
+        not_freed=tuple(not_owned_lines(not_owned)),
     )
     for survivor in report.still_alive:
         log.warning("%s", survivor.describe())

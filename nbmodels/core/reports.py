@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from nbmodels.core.holders.records import Action, Holder, RemovalPlan
-from nbmodels.core.memory import format_bytes
+from nbmodels.core.memory import PartSize, format_bytes
 
 
 def _text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -86,6 +86,10 @@ class ModelInfo:
     keep_alive: float | None = None  # seconds idle before keep-alive unloads it; None: forever
     unload_at: float | None = None  # when keep-alive unloads it if it stays idle (time.time()); None: never
     in_use: bool = False  # a call through its handle (or the cell that used it) is still running
+    mapped_bytes: int = 0  # of its CPU bytes, those mapped from a file (page cache the OS drops when it needs to)
+    borrowed_bytes: int = 0  # of its CPU bytes, those a numpy array or buffer owns (torch.from_numpy, frombuffer)
+    parts: tuple[PartSize, ...] = ()  # a composite's parts (a pipeline's unet and vae), each measured alone
+    unmeasured: tuple[str, ...] = ()  # kinds of weights it holds that cannot be measured ("packed weights")
 
     @property
     def where(self) -> str:
@@ -107,16 +111,42 @@ class ModelInfo:
         return sum(self.bytes_by_device.values()) if self.bytes_by_device else None
 
     @property
+    def resident_bytes(self) -> int | None:
+        """Accounted bytes without those mapped from files: what budgets count; None when nothing could be counted."""
+        total = self.total_bytes
+        return None if total is None else max(total - self.mapped_bytes, 0)
+
+    @property
+    def size(self) -> str:
+        """The size in words: ``63.3 MiB (63.3 MiB mapped from files)``, ``?`` when unknown."""
+        text = format_bytes(self.total_bytes)
+        if self.mapped_bytes:
+            text += f" ({format_bytes(self.mapped_bytes)} mapped from files)"
+        if self.borrowed_bytes:
+            text += f" ({format_bytes(self.borrowed_bytes)} borrowed from numpy or buffers)"
+        if self.unmeasured:
+            known = f"{text} + " if self.total_bytes else ""
+            return f"{known}size unknown: {', '.join(self.unmeasured)}"
+        return text
+
+    @property
+    def params(self) -> str:
+        """The parameter count in words: ``1,024``, ``?`` when unknown or when some weights cannot be counted."""
+        if self.parameters is None or self.unmeasured:
+            return "?"
+        return f"{self.parameters:,}"
+
+    @property
     def device(self) -> str | None:
         """The device holding most of the model."""
         return self.devices[0] if self.devices else None
 
     def summary(self) -> str:
         """One line: name, device, parameters, size, load time."""
-        params = f"{self.parameters:,} params" if self.parameters is not None else "params ?"
+        params = "params ?" if self.params == "?" else f"{self.params} params"
         return (
             f"{self.name}: {self.class_name} on {self.device or '?'}, {params}, "
-            f"{format_bytes(self.total_bytes)}, loaded in {self.load_seconds:.2f}s"
+            f"{self.size}, loaded in {self.load_seconds:.2f}s"
         )
 
     def row(self) -> list[str]:
@@ -126,8 +156,8 @@ class ModelInfo:
             self.class_name,
             ",".join(self.devices) or "?",
             ",".join(self.dtypes) or "?",
-            f"{self.parameters:,}" if self.parameters is not None else "?",
-            format_bytes(self.total_bytes),
+            self.params,
+            self.size,
             f"{self.load_seconds:.2f}s",
             _ago(self.last_used),
             str(self.hits),
@@ -248,6 +278,8 @@ class ReleaseReport:
     dry_run: bool = False
     would_free: tuple[str, ...] = ()
     stopped: dict[str, str] = field(default_factory=dict, hash=False)  # models in a worker: how it ended
+    # storages that died over memory torch does not own, in words: "63.3 MiB mapped from model.safetensors: ..."
+    not_freed: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -290,6 +322,7 @@ class ReleaseReport:
             freed = ", ".join(f"{d} {format_bytes(n)}" for d, n in sorted(self.freed_bytes.items())) or "0 B"
             what = "storages that died" + (", workers that ended" if self.stopped else "")
             lines.append(f"freed ({what}): {freed}")
+            lines += [f"not counted as freed: {line}" for line in self.not_freed]
             measured = [f"RSS {format_bytes(self.rss_before)} -> {format_bytes(self.rss_after)}"]
             for device, after in sorted(self.cuda_allocated_after.items()):
                 before = self.cuda_allocated_before.get(device, 0)
@@ -361,7 +394,9 @@ class ModelList(list[ModelInfo]):
         if len(self) > 1:
             totals = [info.total_bytes for info in self if info.total_bytes is not None]
             params = [info.parameters for info in self if info.parameters is not None]
-            total_row = ["total", "", "", "", "", f"{sum(params):,}", format_bytes(sum(totals))]
+            mapped = sum(info.mapped_bytes for info in self)
+            size = format_bytes(sum(totals)) + (f" ({format_bytes(mapped)} mapped from files)" if mapped else "")
+            total_row = ["total", "", "", "", "", f"{sum(params):,}", size]
             rows.append(total_row + [""] * (len(ModelInfo.HEADERS) - len(total_row)))
         return rows
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbmodels.core import folder_sources
 from nbmodels.core.demo import DEMO_MODELS
 from nbmodels.errors import InvalidArgumentError, SourceError, UnknownKeywordError, UnsafeCheckpointError
 
@@ -75,6 +76,7 @@ class Source:
         return self.origin if self.origin is not None else self.text
 
     def load(self, *, trust: bool, kwargs: dict[str, Any]) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         check_safety_keywords(kwargs, trust=trust)
         return self.loader(trust=bool(trust), **kwargs)
 
@@ -190,7 +192,8 @@ def from_namespace(source: Any, namespace: Mapping[str, Any]) -> Any:
     value = namespace[source]
     torch = sys.modules.get("torch")
     built = torch is not None and isinstance(value, torch.nn.Module)
-    builds = not isinstance(value, type) or (torch is not None and issubclass(value, torch.nn.Module))
+    # a class builds a model when called (a module, a pipeline holding models); a builtin type does not
+    builds = not isinstance(value, type) or value.__module__ != "builtins"
     if built or not callable(value) or not builds:
         kind = "a model that is already built" if built else f"an object of type {type(value).__name__}"
         raise SourceError(
@@ -206,6 +209,7 @@ def _looks_like_path(text: str) -> bool:
 
 def _call(factory: Callable[..., Any]) -> Callable[..., Any]:
     def load(*, trust: bool, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         return factory(**kwargs)
 
     return load
@@ -319,6 +323,7 @@ def _plugin_loaders() -> dict[str, importlib.metadata.EntryPoint]:
 
 def _plugin(entry_point: importlib.metadata.EntryPoint, target: str) -> Callable[..., Any]:
     def load(*, trust: bool, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         return entry_point.load()(target, **kwargs)
 
     return load
@@ -343,6 +348,7 @@ def import_object(module_name: str, attribute: str) -> Any:
 
 def _import_factory(module_name: str, attribute: str) -> Callable[..., Any]:
     def load(*, trust: bool, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         factory = import_object(module_name, attribute)
         if not callable(factory):
             raise SourceError(f"{module_name}:{attribute} is a {type(factory).__name__}, not a callable factory")
@@ -360,6 +366,14 @@ def _path_source(path: Path) -> Source:
         raise SourceError(f"no such file or folder: {str(path)!r}")
     text = str(path)
     if path.is_dir():
+        if (path / folder_sources.DIFFUSERS_INDEX).is_file():
+            _read_json(path / folder_sources.DIFFUSERS_INDEX)
+            loader = folder_sources.diffusers_pipeline(path)
+            return Source(text, text, loader, prepare=folder_sources.prepare("diffusers"))
+        if (path / folder_sources.ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file():
+            _read_json(path / folder_sources.ADAPTER_CONFIG)
+            loader = folder_sources.peft_adapter(path, lambda base: _path_source(base).loader)
+            return Source(text, text, loader, prepare=folder_sources.prepare("peft"))
         if (path / "modules.json").is_file():
             _check_modules_json(path)
             return Source(text, text, _sentence_transformer(path), prepare=_importer("sentence_transformers"))
@@ -368,8 +382,8 @@ def _path_source(path: Path) -> Source:
             _check_has_weights(path)
             return Source(text, text, _hugging_face(path), prepare=_transformers_importer(config))
         raise SourceError(
-            f"folder {text!r} has neither config.json (a Hugging Face model) "
-            "nor modules.json (a sentence-transformers model)"
+            f"folder {text!r} has neither config.json (a Hugging Face model), modules.json (a sentence-transformers "
+            "model), model_index.json (a diffusers pipeline) nor adapter_config.json (a PEFT adapter)"
         )
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
@@ -396,16 +410,18 @@ def _read_json(path: Path) -> Any:
 
 
 def _check_modules_json(folder: Path) -> None:
+    """Only what sentence-transformers itself cannot do without: a list of modules, each with its type.
+
+    A module's folder may be missing (the published all-MiniLM-L6-v2 lists a
+    ``2_Normalize`` that has none, and loads): whether a module needs one is the
+    library's business, and its error becomes a one-line load error.
+    """
     modules = _read_json(folder / "modules.json")
     if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
         raise SourceError(
             f"{folder.name}/modules.json is not a list of modules with a 'type' each; "
             "re-save the model with SentenceTransformer.save(folder)"
         )
-    for module in modules:
-        inner = folder / str(module.get("path", ""))
-        if not inner.is_dir():
-            raise SourceError(f"{folder.name}/modules.json names the folder {module.get('path')!r}, which is missing")
 
 
 def _check_has_weights(folder: Path) -> None:
@@ -524,6 +540,7 @@ def _apply_state_dict(path: Path, state: dict[str, Any], arch: Any, kwargs: dict
 
 def _safetensors(path: Path) -> Callable[..., Any]:
     def load(*, trust: bool, arch: Any = None, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         kwargs.pop("weights_only", None)  # a safetensors file holds no pickle: nothing to switch
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -555,6 +572,7 @@ def _unpickling_detail(text: str) -> str:
 
 def _checkpoint(path: Path) -> Callable[..., Any]:
     def load(*, trust: bool, arch: Any = None, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         import torch
 
         if is_torchscript(path):
@@ -587,6 +605,7 @@ def _checkpoint(path: Path) -> Callable[..., Any]:
 
 def _hugging_face(path: Path) -> Callable[..., Any]:
     def load(*, trust: bool, auto_class: str | None = None, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         try:
             import transformers
         except ImportError as exc:
@@ -607,6 +626,11 @@ def _hugging_face(path: Path) -> Callable[..., Any]:
             raise
         class_name = auto_class or next(iter(getattr(config, "architectures", None) or []), "AutoModel")
         model_class = getattr(transformers, class_name, None)
+        auto_map = getattr(config, "auto_map", None)
+        if model_class is None and not auto_class and isinstance(auto_map, dict) and auto_map:
+            # a class of the folder's own code (trust_remote_code): the Auto class its config maps to it builds it
+            autos = [key for key in auto_map if key.startswith("AutoModel")]
+            model_class = getattr(transformers, autos[0] if autos else "AutoModel", None)
         if model_class is None:
             raise SourceError(f"transformers has no class {class_name!r} (named by {path.name}/config.json)")
         return model_class.from_pretrained(str(path), local_files_only=True, trust_remote_code=remote_code, **kwargs)
@@ -616,6 +640,7 @@ def _hugging_face(path: Path) -> Callable[..., Any]:
 
 def _sentence_transformer(path: Path) -> Callable[..., Any]:
     def load(*, trust: bool, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:

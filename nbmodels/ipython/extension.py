@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbmodels.ipython import completion, machine, namespace, policy, runners
+from nbmodels.ipython import memory as memory_magic
 from nbmodels.ipython.config import NBModels
 from nbmodels.ipython.magics import NBModelsMagics
 from nbmodels.ipython.shutdown import HookSettings, ShutdownHook
@@ -115,6 +116,7 @@ INSTALL_STEPS: list[Callable[[Session], Undo | None]] = [
     policy.install_settings,  # budgets, keep-alive and eviction settings to the manager
     policy.install_cell_scope,  # a cell is one use of the models it touches (keep-alive)
     policy.install_oom_report,  # after an out-of-memory error in a cell: what holds that device
+    memory_magic.install,  # %memory: every live tensor under the name that holds it
 ]
 
 _sessions: dict[int, Session] = {}

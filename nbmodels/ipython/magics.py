@@ -55,7 +55,7 @@ from nbmodels.ipython.config import NBModels
 from nbmodels.ipython.handle import ModelHandle
 from nbmodels.ipython.names import variable_problem
 from nbmodels.ipython.progress import with_progress
-from nbmodels.ipython.views import EchoGuard, ModelDetails, ModelTable, display
+from nbmodels.ipython.views import EchoGuard, ModelDetails, ModelTable, display, note_action_result
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -130,10 +130,29 @@ def parse_line(func: Callable[..., Any], magic: str, line: str) -> argparse.Name
         parsed: argparse.Namespace = parser.parse_args(words)
         return parsed
     except UsageError as exc:
-        message = f"{one_line(exc)} (see %{magic}?)"
+        message = f"{one_line(exc)}{_quote_hint(magic, words, str(exc))} (see %{magic}?)"
     except SystemExit:  # argparse exits on some errors; a magic must never end the kernel
         message = f"cannot parse {line.strip()!r} (see %{magic}?)"
     _usage(magic, message)
+
+
+def _quote_hint(magic: str, words: list[str], error: str) -> str:
+    """``; a path with spaces must be quoted: %load_model clf "models/tiny bert"``, when words look split.
+
+    A path with spaces, pasted in by ``{model_dir}`` (papermill parameters), splits
+    into words argparse does not expect.
+    """
+    if "unrecognized arguments" not in error:
+        return ""
+    for start in range(len(words)):
+        for end in range(len(words), start + 1, -1):
+            joined = " ".join(words[start:end])
+            if not joined.startswith("-") and os.path.exists(os.path.expanduser(joined)):
+                quoted = [*words[:start], shlex.quote(joined), *words[end:]]
+                return f"; a path with spaces must be quoted: %{magic} {' '.join(quoted)}"
+    if any("/" in word or os.sep in word for word in words):
+        return '; if a path has spaces, quote it ("...")'
+    return ""
 
 
 _NOT_PARSED = object()
@@ -278,6 +297,7 @@ class NBModelsMagics(Magics):
         chain (and keep alive) the original exception and its frames; a loader's
         traceback is kept as text for ``%tb`` (see :class:`LoaderUsageError`).
         """
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         details: list[str] = []
         try:
             return call()
@@ -428,6 +448,7 @@ class NBModelsMagics(Magics):
             %load_model clf --as model
             %load_model big mypkg.models:build --isolate --device cuda
         """
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         args = parse_line(self.load_model, "load_model", line)
         keywords = parse_keywords(args.kw)
         if args.var is not None and variable_problem(args.var, self.shell):
@@ -447,25 +468,25 @@ class NBModelsMagics(Magics):
         placement = {"device": args.device, "dtype": args.dtype}
         placement.update(self._default_placement(manager, args.name, placement))
         _refuse_meta("load_model", placement.get("device"))  # NBModels.default_device = 'meta' too
-        with _evictions_for(manager, args.name) as evicted:
-            model = self._call(
-                "load_model",
-                with_progress(  # a bar in the notebook while a load takes more than a second
-                    args.name,
-                    lambda: manager.load(
-                        args.name,
-                        source,
-                        trust=args.trust,
-                        pin=args.pin,
-                        reload=args.reload,
-                        runner=runner,
-                        keep_alive=args.keep_alive,
-                        **placement,
-                        **keywords,
-                    ),
-                ),
-                name=args.name,
+
+        def load() -> Any:
+            __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
+            return manager.load(
+                args.name,
+                source,
+                trust=args.trust,
+                pin=args.pin,
+                reload=args.reload,
+                runner=runner,
+                keep_alive=args.keep_alive,
+                **placement,
+                **keywords,
             )
+
+        with _evictions_for(manager, args.name) as evicted:
+            # a bar in the notebook while a load takes more than a second
+            model = self._call("load_model", with_progress(args.name, load), name=args.name)
+            del load
         for line in evicted:  # another model left to make room: the user must hear of it, verbose or not
             print(line)
         handle = ModelHandle(args.name, model, manager)
@@ -482,6 +503,7 @@ class NBModelsMagics(Magics):
             if args.var is not None:
                 text += f" -> {args.var}"
             print(text)
+        note_action_result(handle)
         return handle
 
     @line_magic
@@ -549,6 +571,7 @@ class NBModelsMagics(Magics):
         options = self._release_options("unload_model", args)
         report = self._call("unload_model", lambda: manager.unload(args.name, **options), name=args.name)
         display(report)
+        note_action_result(report)
         return report
 
     @line_magic
@@ -578,6 +601,7 @@ class NBModelsMagics(Magics):
             display(report)
         if report.pending:
             print(f"(%model_cleanup --wait waits for {', '.join(report.pending)} and releases it too)")
+        note_action_result(report)
         return report
 
     @line_magic

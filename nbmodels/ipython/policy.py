@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -138,6 +139,12 @@ def account_lines(manager: ModelManager, error: BaseException) -> list[str]:
     device = oom.device_of(error)
     account = manager.memory_account(device)
     lines = account.lines(MAGICS.command)
+    try:  # every other holder on the device, by name (see %memory); never a second problem
+        from nbmodels.ipython.memory import holder_lines
+
+        lines[-1:-1] = holder_lines(device, manager)
+    except Exception:  # the traceback as text: a kept record would hold the report's frames
+        log.error("nbmodels: naming the other holders failed\n%s", traceback.format_exc())
     return [f"nbmodels: {lines[0]}", *lines[1:]]
 
 

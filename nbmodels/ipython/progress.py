@@ -88,6 +88,7 @@ def with_progress(name: str, call: Callable[[], T]) -> Callable[[], T]:
     """``call`` wrapped in :func:`load_progress`: the one-line hook ``%load_model`` uses."""
 
     def run() -> T:
+        __tracebackhide__ = True  # IPython leaves nbmodels' own frames out of the user's traceback
         with load_progress(name):
             return call()
 

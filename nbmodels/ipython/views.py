@@ -11,6 +11,7 @@ import ast
 import html
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any
@@ -106,8 +107,9 @@ class ModelDetails(ModelInfo):
             ("class", self.class_name),
             ("device", ", ".join(self.devices) or "?"),
             ("dtype", ", ".join(self.dtypes) or "?"),
-            ("parameters", f"{self.parameters:,}" if self.parameters is not None else "?"),
-            ("size", f"{format_bytes(self.total_bytes)} ({per_device(self.bytes_by_device)})"),
+            ("parameters", self.params),
+            ("size", f"{self.size} ({per_device(self.bytes_by_device)})"),
+            *[("parts" if i == 0 else "", part.line()) for i, part in enumerate(self.parts)],
             ("RSS change at load", format_bytes(self.rss_delta)),
             ("CUDA allocated at load", per_device(self.cuda_allocated_delta)),
             ("load time", f"{self.load_seconds:.2f}s"),
@@ -188,12 +190,57 @@ class EchoGuard:
         transformers = self._shell.ast_transformers
         silencer = SilenceBareActions()
         transformers.append(silencer)
+        restore = self._guard_running_cell()
 
         def undo() -> None:
             if silencer in transformers:
                 transformers.remove(silencer)
+            restore()
 
         return undo
+
+    def _guard_running_cell(self) -> Callable[[], None]:
+        """Loaded by a cell that goes on to ``%load_model x`` (``%load_ext nbmodels`` above it): that cell was
+        compiled before the silencer existed, so for the rest of it the displayhook skips an action's result.
+
+        IPython restores its own displayhook when the cell ends, so this lasts one cell.
+        """
+        trap = getattr(self._shell, "display_trap", None)
+        hook = getattr(trap, "hook", None)
+        if trap is None or not getattr(trap, "is_active", False) or sys.displayhook is not hook:
+            return lambda: None
+        shown: Callable[[Any], None] = hook
+
+        def displayhook(value: Any) -> None:
+            if value is not None and is_action_result(value):
+                return  # the action showed what it did itself; Out and _ stay as they were
+            shown(value)
+
+        sys.displayhook = displayhook
+
+        def restore() -> None:
+            if sys.displayhook is displayhook:
+                sys.displayhook = shown
+
+        return restore
+
+
+_last_action: weakref.ref[Any] | None = None
+
+
+def note_action_result(value: Any) -> None:
+    """Remember (weakly) what an action magic returned last, for :meth:`EchoGuard._guard_running_cell`."""
+    global _last_action
+    try:
+        _last_action = weakref.ref(value)
+    except TypeError:
+        _last_action = None
+
+
+def is_action_result(value: Any) -> bool:
+    """True when ``value`` is what an action magic returned last."""
+    ref = _last_action
+    return ref is not None and ref() is value
 
 
 __all__ = ["ACTION_MAGICS", "EchoGuard", "ModelDetails", "ModelTable", "SilenceBareActions", "describe_device"]

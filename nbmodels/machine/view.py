@@ -61,7 +61,7 @@ def models_text(row: KernelRow) -> str:
         return "(no nbmodels)"
     parts = [f"{printable(m.name)} {format_bytes(m.total_bytes)}" for m in row.state.models]
     parts += [f"{printable(name)} (loading)" for name in row.state.loading]
-    parts += [f"{printable(name)} (released, still in use)" for name in row.state.in_use]
+    parts += [f"{printable(name)} (released, still held)" for name in row.state.in_use]
     return ", ".join(parts) or "none"
 
 
@@ -193,7 +193,7 @@ def _kernel_dict(row: KernelRow, now: float) -> dict[str, Any]:
             for m in row.models
         ],
         "loading": list(state.loading) if state else [],
-        "in_use": list(state.in_use) if state else [],
+        "held": list(state.in_use) if state else [],  # released, still held by a variable or a running cell
     }
 
 

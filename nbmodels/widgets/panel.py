@@ -45,6 +45,7 @@ from nbmodels.core.sources import from_namespace
 from nbmodels.widgets import cells, force, render
 from nbmodels.widgets.capture import OutputSink, output_into
 from nbmodels.widgets.machine import MachineSection
+from nbmodels.widgets.memory import MemorySection
 from nbmodels.widgets.options import check_form_options, parse_options
 from nbmodels.widgets.style import CSS
 from nbmodels.widgets.timer import RefreshTimer
@@ -276,6 +277,7 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             return widgets.HTML(f'<div class="nbm-section">{title}</div>')
 
         self.machine = MachineSection(start=False)  # it reads the machine only once the panel is shown
+        self.where = MemorySection(self._manager)  # collapsed; computed only when opened (nbmodels.widgets.memory)
         return [
             header,
             section("Memory"),
@@ -288,6 +290,7 @@ class ModelPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self.status,
             self.output,
             self.machine.box,  # every kernel on this machine, with Free buttons (nbmodels.widgets.machine)
+            self.where.box,  # "Where is the memory?": every live tensor by the name that holds it
         ]
 
     # --- display and life -----------------------------------------------------------

@@ -155,14 +155,19 @@ def row_cells(info: ModelInfo, largest: int) -> str:
         chips += f'<span class="nbm-chip nbm-chip-worker" title="runs in {_e(info.where)}">{_e(info.where)}</span>'
 
     total = info.total_bytes or 0
-    exact_params = f"{info.parameters:,} parameters" if info.parameters is not None else "not a torch module"
+    counted = None if info.unmeasured else info.parameters  # packed weights it cannot count: "?", never a part
+    exact_params = (
+        f"{counted:,} parameters"
+        if counted is not None
+        else "not counted: " + (", ".join(info.unmeasured) or "not a torch module")
+    )
     cells = [
         f'<div class="nbm-c nbm-name" title="{_e(name)} ({_e(class_name)})"><b>{_e(name)}</b>'
         f'<span class="nbm-sub">{_e(class_name)}</span></div>',
         f'<div class="nbm-c nbm-source" title="{_e(source)}">{_e(source)}</div>',
         f'<div class="nbm-c" title="{_e(devices)}">{chips}</div>',
         f'<div class="nbm-c" title="{_e(dtypes)}">{_e(dtypes)}</div>',
-        f'<div class="nbm-c nbm-num" title="{_e(exact_params)}">{_e(compact_count(info.parameters))}</div>',
+        f'<div class="nbm-c nbm-num" title="{_e(exact_params)}">{_e(compact_count(counted))}</div>',
         f'<div class="nbm-c nbm-num nbm-size" data-bytes="{total}">{_e(size)}'
         f'<div class="nbm-minibar"><i style="width:{_pct(total, largest)}"></i></div></div>',
         f'<div class="nbm-c nbm-num">{_e(load)}</div>',

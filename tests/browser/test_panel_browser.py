@@ -248,7 +248,7 @@ def test_the_panel_in_a_real_front_end(lab: Lab, page: Page, tmp_path: Path) -> 
     expect(held).to_be_visible()
     expect(held).to_contain_text("held by model · force would: del model")
     expect(status).to_contain_text("Force free runs it")
-    expect(panel.locator(".nbmodels-machine")).to_contain_text("mlp (released, still in use)")
+    expect(panel.locator(".nbmodels-machine")).to_contain_text("mlp (released, still held)")
     if lab.front_end == "lab":
         shot = tmp_path / "nbmodels-panel.png"
         panel.screenshot(path=str(shot))

@@ -85,6 +85,7 @@ def test_a_use_resets_the_clock(mgr: ModelManager, clock: FakeClock) -> None:
 
 def test_pinned_and_busy_models_never_expire(mgr: ModelManager, clock: FakeClock) -> None:
     mgr.load("pinned", "demo:mlp", keep_alive=0, pin=True)
+    mgr.get("pinned")  # used once: keep-alive 0 now counts
     mgr.load("busy", "demo:mlp", keep_alive=0, seed=1)
     with mgr.using("busy"):  # a call through its handle is running
         clock.now += 3600
@@ -104,6 +105,7 @@ def test_a_use_scope_keeps_its_models_until_it_closes(mgr: ModelManager, clock: 
     scope.open()
     mgr.load("cell", "demo:mlp", keep_alive=0)
     mgr.load("other", "demo:mlp", keep_alive=0, seed=1)
+    mgr.get("cell"), mgr.get("other")  # used in the cell that loaded them
     scope.close()
     scope.open()
     mgr.get("cell")  # used in the next cell too
@@ -235,3 +237,21 @@ def test_expiry_is_safe_with_a_load_in_flight(mgr: ModelManager, clock: FakeCloc
     reload.join(30)
     assert sorted(i.name for i in mgr.list()) == ["idle", "slow"] and mgr.loading() == []
     assert mgr._expire_due(clock.now) is not None  # both fresh: their deadlines lie ahead
+
+
+def test_keep_alive_zero_counts_from_the_end_of_the_first_use_not_the_load(mgr: ModelManager, clock: FakeClock) -> None:
+    """``m = %load_model x demo:mlp --keep-alive 0`` in one cell, ``m(x)`` in the next: the load is no use."""
+    scope = mgr.use_scope()
+    scope.open()
+    mgr.load("m", "demo:mlp", keep_alive=0)
+    scope.close()  # the loading cell ends
+    clock.now += 60
+    mgr._expire_due(clock.now)
+    assert "m" in mgr and mgr.info("m").unloads == "after use"
+    scope.open()
+    mgr.mark_used("m")  # m(x) through its handle
+    mgr._expire_due(clock.now)
+    assert "m" in mgr  # not while the cell runs
+    scope.close()
+    mgr._expire_due(clock.now)
+    assert "m" not in mgr  # idle from the end of the first use

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,7 +125,9 @@ def run_cell(shell: InteractiveShell, source: str, number: int | None = None, hi
     if number is not None:
         shell.execution_count = number
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), warnings.catch_warnings():
+        # As in a notebook, a library's warning is shown, not raised (the suite makes warnings errors).
+        warnings.simplefilter("default")
         result = shell.run_cell(source, store_history=not hidden)
     return out.getvalue(), result.success
 

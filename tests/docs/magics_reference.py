@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 
 from nbmodels.ipython.magics import NBModelsMagics
+from nbmodels.ipython.memory import MemoryMagics
+
+CLASSES = (NBModelsMagics, MemoryMagics)  # every Magics class %load_ext nbmodels registers
 
 # In the order the page documents them; an alias points at the magic it repeats.
 MAGICS = (
@@ -24,11 +27,13 @@ MAGICS = (
     "model_offload",
     "model_to",
     "model_panel",
+    "memory",
 )
 
 
 def _parser(name: str) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = getattr(getattr(NBModelsMagics, name), "parser")  # noqa: B009
+    (magic,) = [getattr(cls, name) for cls in CLASSES if name in cls.magics["line"]]
+    parser: argparse.ArgumentParser = getattr(magic, "parser")  # noqa: B009
     return parser
 
 
@@ -52,7 +57,7 @@ def _arguments(name: str) -> list[tuple[str, str]]:
                 flag += f" {action.dest.upper()}"
         else:
             flag = action.dest.upper() if action.nargs is None else f"[{action.dest.upper()}]"
-        rows.append((flag, " ".join((action.help or "").split())))
+        rows.append((flag, " ".join((action.help or "").replace("%%", "%").split())))
     return rows
 
 

@@ -26,9 +26,9 @@ def test_magics_page_documents_each_magic_as_its_parser_reads_it(name: str) -> N
 
 
 def test_every_magic_the_extension_registers_has_a_section() -> None:
-    from nbmodels.ipython.magics import NBModelsMagics
+    from tests.docs.magics_reference import CLASSES
 
-    registered = set(NBModelsMagics.magics["line"])
+    registered = {name for cls in CLASSES for name in cls.magics["line"]}
     assert registered == set(MAGICS)
 
 

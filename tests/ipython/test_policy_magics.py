@@ -112,8 +112,11 @@ def test_pin_unpin_offload_and_to(ip: InteractiveShell, mgr: ModelManager, capsy
 
 
 def test_keep_alive_zero_unloads_when_the_cell_that_used_it_ends(ip: InteractiveShell, mgr: ModelManager) -> None:
-    run(ip, "%load_model short demo:mlp --keep-alive 0")
-    for _ in range(100):  # the timer thread unloads it as soon as the cell has ended
+    run(ip, "%load_model short demo:mlp --keep-alive 0 --as m")
+    time.sleep(0.3)  # the load alone is no use: the next cell's m(x) must find it
+    assert "short" in mgr
+    run(ip, "import torch\ny = m(torch.zeros(1, 64))")
+    for _ in range(100):  # the timer thread unloads it as soon as the cell that used it has ended
         if "short" not in mgr:
             break
         time.sleep(0.02)

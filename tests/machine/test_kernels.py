@@ -166,12 +166,12 @@ def test_free_while_a_cell_runs_frees_at_once_what_it_can_and_the_rest_when_the_
         assert alive["name"] == "clf" and alive["running_cell"] is True
         assert "running cell still uses it" in alive["text"] and "when the cell lets go" in alive["text"]
         row = ps_json(machine)[k.pid]
-        assert row["busy"] is True and row["in_use"] == ["clf"] and row["models"] == []
+        assert row["busy"] is True and row["held"] == ["clf"] and row["models"] == []
         text = machine.nbmodels("ps").stdout
-        assert "clf (released, still in use)" in text
+        assert "clf (released, still held)" in text
         k.client.get_shell_msg(timeout=60)  # the cell ends
         row = ps_until(machine, k.pid, lambda row: not row["busy"])
-        assert row["in_use"] == [] and row["busy"] is False
+        assert row["held"] == [] and row["busy"] is False
         assert k.run("print(nbmodels.get_manager().survivors())").strip() == "[]"  # really gone
     finally:
         restore(machine)
@@ -185,9 +185,9 @@ def test_free_with_a_variable_holding_the_model_says_what_holds_it(machine: Mach
         assert done.returncode == 0, done.stderr
         assert "clf: released, but the kernel still holds it (kept)" in done.stdout
         assert "%unload_model clf --force" in done.stdout
-        assert ps_json(machine)[k.pid]["in_use"] == ["clf"]
+        assert ps_json(machine)[k.pid]["held"] == ["clf"]
         k.run("del kept")  # the cell's end notices and gives the memory back
-        assert ps_until(machine, k.pid, lambda row: row["in_use"] == [])["in_use"] == []
+        assert ps_until(machine, k.pid, lambda row: row["held"] == [])["held"] == []
     finally:
         restore(machine)
 

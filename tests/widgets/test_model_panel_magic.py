@@ -154,3 +154,18 @@ def test_the_panel_of_the_magic_loads_a_notebook_function_by_its_bare_name(
         assert mgr.info("m").source == "__main__:make"
     finally:
         panel.close()
+
+
+def test_nbmodels_panel_takes_notebook_functions_as_the_magic_does(ip: InteractiveShell, mgr: ModelManager) -> None:
+    # nbmodels.panel() in a notebook: its Load form finds make() in the notebook's namespace.
+    ip.run_cell("import torch\ndef make(hidden=4):\n    return torch.nn.Sequential(torch.nn.Linear(3, hidden))")
+    panel = ip.run_cell("import nbmodels\nnbmodels.panel(refresh_interval=0)", store_history=False).result
+    assert isinstance(panel, ModelPanel)
+    try:
+        panel.name.value, panel.source.value, panel.options.value = "m", "make", "hidden=8"
+        panel.load_button.click()
+        assert panel.wait(30)
+        assert panel.status_kind == "ok", panel.status_text
+        assert mgr.info("m").parameters == 32
+    finally:
+        panel.close()

@@ -147,3 +147,24 @@ def test_options_are_literals(text: str, expected: dict[str, object]) -> None:
 def test_options_that_are_not_keyword_literals_are_refused(text: str) -> None:
     with pytest.raises(InvalidArgumentError):
         parse_options(text)
+
+
+def test_packed_weights_it_cannot_measure_show_as_unknown_not_as_a_count() -> None:
+    import warnings
+
+    import torch
+
+    def lstm() -> torch.nn.Module:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = torch.nn.Sequential(torch.nn.LSTM(16, 16))
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.LSTM}, dtype=torch.qint8)
+
+    manager = ModelManager()
+    try:
+        manager.load("rnn", lstm)
+        cells = render.row_cells(manager.info("rnn"), largest=1)
+        assert 'title="not counted: packed weights">?</div>' in cells
+        assert "size unknown: packed weights" in cells
+    finally:
+        manager.cleanup()

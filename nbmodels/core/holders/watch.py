@@ -16,7 +16,8 @@ import weakref
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from nbmodels.core import memory
+from nbmodels.core import composite, memory, storage_origin
+from nbmodels.core.storage_origin import OWNED, OWNED_ORIGIN, Origin
 
 
 class StorageRecord(NamedTuple):
@@ -27,9 +28,22 @@ class StorageRecord(NamedTuple):
     device: str
     nbytes: int
     name: str  # the first tensor of the model that uses it: 'fc.weight'
+    origin: Origin = OWNED_ORIGIN  # whose memory it is: only torch's own comes back when it dies
 
     def alive(self) -> bool:
         return not self.ref.expired()
+
+
+class _PackedRef:
+    """A weak reference to packed weights (a ``torch.ScriptObject``) that answers as a StorageWeakRef does."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, obj: Any) -> None:
+        self._ref = weakref.ref(obj)
+
+    def expired(self) -> bool:
+        return self._ref() is None
 
 
 def _weak(obj: Any) -> weakref.ref[Any] | None:
@@ -59,6 +73,14 @@ def named_tensors(model: Any) -> Iterator[tuple[str, Any]]:
         yield from model.named_parameters(remove_duplicate=False)
         yield from model.named_buffers(remove_duplicate=False)
         return
+    if not isinstance(model, dict | list | tuple):
+        for part_name, part in composite.parts(model):  # a pipeline's unet: 'unet.conv.weight'
+            if isinstance(part, torch.nn.Module):
+                yield from ((f"{part_name}.{name}", t) for name, t in part.named_parameters(remove_duplicate=False))
+                yield from ((f"{part_name}.{name}", t) for name, t in part.named_buffers(remove_duplicate=False))
+            else:
+                yield part_name, part
+        return
     for index, tensor in enumerate(memory.tensors_of(model)):
         yield f"tensor {index}", tensor
 
@@ -72,10 +94,15 @@ class Watch:
         self.name = name
         self._model = _weak(model)
         torch = sys.modules.get("torch")
-        modules = list(model.modules()) if torch is not None and isinstance(model, torch.nn.Module) else []
-        self._modules = [ref for ref in map(_weak, modules[1:]) if ref is not None]
+        if torch is not None and isinstance(model, torch.nn.Module):
+            modules = list(model.modules())[1:]
+        else:  # a composite (a pipeline, a dict of models): every module of every part is a part of it
+            modules = list({id(m): m for part in composite.modules(model) for m in part.modules()}.values())
+        self._modules = [ref for ref in map(_weak, modules) if ref is not None]
+        del modules
         self._tensors: list[weakref.ref[Any]] = []
         storages: dict[int, StorageRecord] = {}
+        kept: list[Any] = []  # the storages, until their origins are read (a file's, a numpy array's, torch's)
         for tensor_name, tensor in named_tensors(model):
             ref = _weak(tensor)
             if ref is not None:
@@ -93,8 +120,23 @@ class Watch:
                     tensor_name,
                 )
                 storages[key] = record
+                kept.append(storage)
                 del storage
-        self.storages = tuple(storages.values())
+        origins = storage_origin.origins(kept)
+        del kept
+        packed = [  # quantized weights live in C++ objects outside any storage: watched by weak reference
+            StorageRecord(_PackedRef(item.obj), id(item.obj), item.device, item.nbytes, f"{item.name} (packed)")
+            for item in memory.packed_weights(model)
+            if item.nbytes is not None
+        ]
+        self.storages = (
+            *(
+                record if origin is OWNED_ORIGIN else record._replace(origin=origin)
+                for record, origin in zip(storages.values(), origins, strict=True)
+            ),
+            *packed,
+        )
+        del packed
         self._counted: set[int] = set()  # storages already reported as freed
 
     # --- what lives ----------------------------------------------------------------------------
@@ -132,13 +174,26 @@ class Watch:
     # --- what came back ------------------------------------------------------------------------
 
     def take_freed(self) -> dict[str, int]:
-        """Bytes per device of storages that died and were not counted before (each is counted once)."""
+        """Bytes per device of torch-owned storages that died and were not counted before (each counted once).
+
+        A storage over a file's pages or another object's memory frees nothing when
+        it dies: :meth:`take_not_owned` counts those.
+        """
         freed: dict[str, int] = {}
         for record in self.storages:
-            if record.key not in self._counted and not record.alive():
+            if record.origin.kind == OWNED and record.key not in self._counted and not record.alive():
                 self._counted.add(record.key)
                 freed[record.device] = freed.get(record.device, 0) + record.nbytes
         return freed
+
+    def take_not_owned(self) -> dict[Origin, int]:
+        """Bytes per origin of storages that died over memory torch does not own (mapped, borrowed), counted once."""
+        let_go: dict[Origin, int] = {}
+        for record in self.storages:
+            if record.origin.kind != OWNED and record.key not in self._counted and not record.alive():
+                self._counted.add(record.key)
+                let_go[record.origin] = let_go.get(record.origin, 0) + record.nbytes
+        return let_go
 
 
 __all__ = ["StorageRecord", "Watch", "named_tensors", "storage_key"]

@@ -70,3 +70,20 @@ def test_the_gpu_check_table() -> None:
     assert lines[2].split() == ["load", "yes", "1.0", "MiB", "2.0", "MiB", "a", "on", "cuda:0"]
     assert lines[3].split()[:3] == ["clean", "up", "NO"]
     assert gpu_check.close(100 * 2**20, 101 * 2**20) and not gpu_check.close(100 * 2**20, 110 * 2**20)
+
+
+@pytest.mark.slow
+def test_the_memory_check_passes_every_step_on_the_cpu() -> None:
+    done = run("scripts/memory_check.py", "--device", "cpu")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "8/8 checks passed" and all(line.startswith("yes  ") for line in lines[:-1])
+
+
+def test_the_memory_check_says_when_there_is_no_gpu() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: run scripts/memory_check.py itself")
+    done = run("scripts/memory_check.py")
+    assert done.returncode == 2 and done.stdout.startswith("memory_check: no CUDA device cuda:0 here")
