@@ -551,3 +551,38 @@ def test_a_pair_of_two_released_models_is_a_holder_of_each(manager: ModelManager
         assert [(a.text(), a.holder) for a in plan.actions] == [("del pair", "pair")] and not plan.blockers
     del report, plans
     assert manager.cleanup(force=True, allow=["pair"]).ok and "pair" not in ns and manager.survivors() == []
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_a_torch_compile_wrapper_goes_whole_with_del(manager: ModelManager, ns: dict[str, Any]) -> None:
+    """``cm = torch.compile(model)``: once 13 actions and 5 names, one editing the model's own ``_modules``."""
+    ns["model"] = manager.load("m", "demo:mlp", hidden=16)
+    ns["cm"] = torch.compile(ns["model"])
+    del ns["model"]
+    weights = weakref.ref(next(manager.get("m").parameters()))
+    (survivor,) = manager.unload("m").still_alive
+    assert [a.text() for a in survivor.plan.actions] == ["del cm"] and not survivor.plan.blockers
+    del survivor
+    assert manager.unload("m", force=True).ok and weights() is None
+
+
+def test_a_running_threads_local_is_named_and_left_to_the_thread(manager: ModelManager, ns: dict[str, Any]) -> None:
+    """A thread's target still running with the model in a local: named on the first look, never cut."""
+    import threading
+
+    release = threading.Event()
+
+    def work(m: Any) -> None:
+        release.wait(30)
+
+    ns["t"] = threading.Thread(target=work, args=(manager.load("m", "demo:mlp", hidden=16),))
+    ns["t"].start()
+    try:
+        (survivor,) = manager.unload("m").still_alive
+        holders = [b.holder for b in survivor.plan.blockers]
+        assert any(h.startswith("local 'm' of work(), still running in thread") for h in holders), holders
+    finally:
+        release.set()
+        ns["t"].join()
+    del survivor
+    assert manager.unload("m", force=True).ok

@@ -15,8 +15,10 @@ from __future__ import annotations
 import collections
 import functools
 import gc
+import inspect
 import re
 import sys
+import threading
 import time
 import types
 from collections.abc import Iterable
@@ -185,9 +187,37 @@ def trace_back(
             reason = f"the search for its holder stopped after {stopped or 'a while'}, before reaching a name"
             strays.append(Stray(node, what, "unseen", reason))
         else:
-            strays.append(Stray(node, what, "unseen", _UNSEEN))
+            local = _running_local(graph.objs[node])
+            strays.append(Stray(node, local, "unseen", _RUNNING) if local else Stray(node, what, "unseen", _UNSEEN))
     last.clear()
     return strays, expansions
+
+
+def _running_local(obj: Any) -> str:
+    """``local 'm' of work(), still running in thread N`` when a function running in another thread holds ``obj``.
+
+    The garbage collector cannot see a running function's locals, so only
+    reading them names the holder (a thread's target and its arguments).
+    Reading a running frame's ``f_locals`` leaves a snapshot on it that would
+    keep what it read alive after the function lets go: it is emptied again at once.
+    """
+    me = threading.get_ident()
+    tops = [(thread_id, top) for thread_id, top in sys._current_frames().items() if thread_id != me]
+    try:
+        for thread_id, top in tops:
+            frame: types.FrameType | None = top
+            while frame is not None:
+                if not _ours(frame):
+                    scope = frame.f_locals
+                    names = [name for name, value in list(scope.items()) if value is obj]
+                    if type(scope) is dict and frame.f_code.co_flags & inspect.CO_OPTIMIZED:
+                        scope.clear()
+                    if names:
+                        return f"local {names[0]!r} of {frame.f_code.co_name}(), still running in thread {thread_id}"
+                frame = frame.f_back
+    finally:
+        del tops, frame  # a frame kept in a local makes a cycle that keeps every caller alive
+    return ""
 
 
 _RUNNING = "a function that is still running holds it; let it finish (or interrupt it), then unload again"
@@ -260,8 +290,6 @@ def _ours(frame: types.FrameType) -> bool:
 
 
 def _main_thread_id() -> int:
-    import threading
-
     return threading.main_thread().ident or 0
 
 

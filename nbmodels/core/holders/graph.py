@@ -320,6 +320,13 @@ class Graph:
                 self.incoming[new].append(Edge(node, op, key, scan))
                 seen.add(new)
                 queue.append(new)
+        for node in self.part_nodes():
+            # a module's own _modules/_parameters/_buffers dict that became a node because something else also
+            # holds it (torch.compile's wrappers copy the model's __dict__): the module's reference is its own
+            for name, owned in _module_dicts(self.objs[node]):
+                known = self.node_of.get(id(owned))
+                if known is not None:
+                    self.incoming[known].append(Edge(node, "attr", name))
 
     def holds_parts(self) -> set[int]:
         """Nodes from which a part is reachable along recorded edges (parts included)."""
@@ -464,6 +471,14 @@ def _dict_children(obj: dict[Any, Any]) -> Iterator[tuple[str, Any, Any, int]]:
         yield ("item", key, value, -1)
         if type(key) not in ATOMS:
             yield ("dictkey", key, key, -1)
+
+
+def _module_dicts(obj: Any) -> list[tuple[str, Any]]:
+    """A torch module's ``_modules``, ``_parameters`` and ``_buffers`` dicts (none for anything else)."""
+    if not _is_module(obj):
+        return []
+    namespace = vars(obj)
+    return [(name, namespace[name]) for name in _MODULE_DICTS if type(namespace.get(name)) is dict]
 
 
 def _own_class_references(obj: Any) -> int:
