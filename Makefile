@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 
-.PHONY: demo test lint bench clean labextension
+.PHONY: demo test lint bench docs clean labextension
 
 # The JupyterLab extension (labextension/, TypeScript): npm installs its packages from the lock file,
 # then builds it into labextension/dist, which the wheel ships (pyproject's data-files). Node 20 + npm.
@@ -61,5 +61,10 @@ test: lint
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks
 
+# The pages of docs/ as a static site in site/; --strict: a broken link or a warning fails (the suite checks it too).
+# NO_MKDOCS_2_WARNING: no end-of-life banner from the Material theme.
+docs: $(VENV)/.installed-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache labextension/dist labextension/lib labextension/node_modules
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache labextension/dist labextension/lib labextension/node_modules

@@ -29,7 +29,7 @@ log = logging.getLogger("nbmodels")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
-# trait name -> environment variable: the table the README documents.
+# trait name -> environment variable: the table docs/configuration.md documents (tests/docs checks it).
 ENVIRONMENT: dict[str, str] = {
     "default_device": "NBMODELS_DEVICE",
     "default_dtype": "NBMODELS_DTYPE",

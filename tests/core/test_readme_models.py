@@ -1,4 +1,4 @@
-"""The README's example of models as users have them runs, and says what the README says it says."""
+"""The docs' example of models as users have them (docs/models.md) runs, and says what the page says it says."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import warnings
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
 
 def example() -> str:
