@@ -90,12 +90,33 @@ def split_line(line: str) -> list[str]:
 
     IPython's ``parse_argstring`` splits without shell rules and keeps the quotes in
     the words (``"my file.pt"`` stays quoted); on Windows, where a backslash is a
-    path separator, quotes only group.
+    path separator, quotes only group. A ``# comment`` after the arguments is a
+    comment, as in a shell and in Python (IPython hands it to the magic): a ``#``
+    inside a word or in quotes is not.
     """
+    line = _without_comment(line)
     if os.name == "posix":
         return shlex.split(line, posix=True)
     words = shlex.split(line, posix=False)
     return [w[1:-1] if len(w) >= 2 and w[0] == w[-1] and w[0] in "\"'" else w for w in words]
+
+
+def _without_comment(line: str) -> str:
+    """``line`` up to a ``#`` that starts a word outside quotes (shlex's own comments also cut ``run#2``)."""
+    quote = ""
+    escaped = False
+    for index, char in enumerate(line):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char == "#" and (index == 0 or line[index - 1].isspace()):
+            return line[:index]
+    return line
 
 
 # Keywords the manager takes itself: they have flags of their own.

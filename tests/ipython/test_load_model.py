@@ -199,3 +199,14 @@ def test_an_interrupted_load_shows_the_users_frames_not_ours(ip: InteractiveShel
     assert "nbmodels" not in text.replace("%load_model", ""), text  # none of nbmodels' own frames
     assert "skipping hidden" in text
     assert "x" not in mgr and mgr.loading() == []
+
+
+def test_a_comment_after_the_arguments_is_a_comment(ip: InteractiveShell, mgr: ModelManager) -> None:
+    """``%list_models   # alias %models``: IPython hands the comment to the magic, which once refused it."""
+    run(ip, "%load_model clf demo:mlp --kw hidden=8   # a small one first\n%list_models  # what is loaded")
+    assert mgr.info("clf").parameters == 64 * 8 + 8 + 8 * 8 + 8 + 8 * 10 + 10
+    run(ip, "import torch\ndef make(label='x'):\n    m = torch.nn.Linear(2, 2)\n    m.label = label\n    return m")
+    run(ip, "%load_model tagged make --kw label=run#2  # '#' inside a word stays")
+    assert mgr.get("tagged").label == "run#2"
+    run(ip, "%unload_model clf  # done with it")
+    assert "clf" not in mgr
