@@ -56,7 +56,10 @@ lint: $(VENV)/.installed-test
 
 test: lint
 	cd labextension && npx --no-install jest --silent
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/docs
+	# the documentation's examples in a process of their own: each page expects a session as a user starts one,
+	# and the process-wide state they set up (shells, the manager, imported libraries) must not meet the others'
+	$(BIN)/python -m pytest tests/docs
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks
