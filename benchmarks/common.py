@@ -11,12 +11,16 @@ figures only prove that the code runs; they are not the published ones.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 QUICK_ENV = "NBMODELS_BENCH_QUICK"
@@ -81,3 +85,29 @@ def cell_runner(ip: Any) -> Callable[..., None]:
             raise RuntimeError(f"cell {code!r} {'did not fail' if fails else 'failed'}: {result.error_in_exec}")
 
     return cell
+
+
+CHILD_MARK = "NBMODELS-BENCH "  # the line a benchmark's child process prints its figures on
+
+
+def print_child_figures(figures: dict[str, Any]) -> None:
+    """In the child process: hand the figures to :func:`child_figures` (one marked JSON line)."""
+    print("\n" + CHILD_MARK + json.dumps(figures), flush=True)
+
+
+def child_figures(module: str, *args: object, timeout: float = 900) -> dict[str, Any]:
+    """Run ``benchmarks.<module>._child(*args)`` in a fresh interpreter and return the figures it printed."""
+    code = f"import sys; from benchmarks.{module} import _child; _child(*sys.argv[1:])"
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if CHILD_MARK in line]
+    if not lines:
+        raise RuntimeError(f"the {module} session printed no figures:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    found: dict[str, Any] = json.loads(lines[-1].split(CHILD_MARK, 1)[1])
+    return found

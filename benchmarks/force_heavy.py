@@ -22,18 +22,12 @@ InteractiveShell with the extension:
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Figure, cell_runner, pick
-
-ROOT = Path(__file__).resolve().parent.parent
-MARK = "NBMODELS-BENCH "
+from benchmarks.common import Figure, cell_runner, child_figures, pick, print_child_figures
 
 DATA = "data = [(i, str(i)) for i in range({items})]\n"
 SESSION = """
@@ -104,24 +98,12 @@ def _child(size_mb: str, rounds: str, items: str) -> None:
         gc.collect()
         collections.append(time.perf_counter() - started)
     figures["gc_ms"] = statistics.median(collections) * 1000
-    print("\n" + MARK + json.dumps(figures), flush=True)
+    print_child_figures(figures)
 
 
 def run() -> list[Figure]:
     size_mb, rounds, items = pick(40, 4), pick(7, 2), pick(1_000_000, 10_000)
-    code = "import sys; from benchmarks.force_heavy import _child; _child(*sys.argv[1:])"
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(size_mb), str(rounds), str(items)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    lines = [line for line in done.stdout.splitlines() if MARK in line]
-    if not lines:
-        raise RuntimeError(f"the heavy session printed no figures:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    found = json.loads(lines[-1].split(MARK, 1)[1])
+    found = child_figures("force_heavy", size_mb, rounds, items)
     where = f"{found['objects']:,} objects tracked by gc; demo:transformer {size_mb} MB; median of {rounds}"
     gc_ms = found["gc_ms"]
     return [

@@ -16,18 +16,12 @@ Then, on a real InteractiveShell with the extension:
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Figure, cell_runner, pick
-
-ROOT = Path(__file__).resolve().parent.parent
-MARK = "NBMODELS-BENCH "
+from benchmarks.common import Figure, cell_runner, child_figures, pick, print_child_figures
 
 SESSION = """
 mgr.load('m', 'demo:transformer', size_mb={size_mb})
@@ -100,24 +94,12 @@ def _child(size_mb: str, items: str, rounds: str) -> None:
     figures["diff_ms"] = statistics.median(diffs) * 1000
     figures["diff_ratio"] = statistics.median(diff_ratios)
     figures["gc_ms"] = statistics.median(collections) * 1000
-    print("\n" + MARK + json.dumps(figures), flush=True)
+    print_child_figures(figures)
 
 
 def run() -> list[Figure]:
     size_mb, items, rounds = pick(40, 4), pick(1_000_000, 10_000), pick(7, 2)
-    code = "import sys; from benchmarks.memory_heavy import _child; _child(*sys.argv[1:])"
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(size_mb), str(items), str(rounds)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    lines = [line for line in done.stdout.splitlines() if MARK in line]
-    if not lines:
-        raise RuntimeError(f"the heavy session printed no figures:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    found = json.loads(lines[-1].split(MARK, 1)[1])
+    found = child_figures("memory_heavy", size_mb, items, rounds)
     where = (
         f"{found['objects']:,} objects tracked by gc; {items:,} plain items; demo:transformer {size_mb} MB; "
         f"{found['rows']} rows; median of {rounds}"
