@@ -203,9 +203,10 @@ def _running_local(obj: Any) -> str:
     """
     me = threading.get_ident()
     tops = [(thread_id, top) for thread_id, top in sys._current_frames().items() if thread_id != me]
+    frame: types.FrameType | None = None  # stays None when no other thread runs
     try:
         for thread_id, top in tops:
-            frame: types.FrameType | None = top
+            frame = top
             while frame is not None:
                 if not _ours(frame):
                     scope = frame.f_locals
