@@ -25,6 +25,7 @@ from torch import nn
 from nbmodels.core.holders import Site, Watch, remove_key
 from nbmodels.core.holders.execute import execute
 from nbmodels.core.holders.search import search
+from tests.soak import examples
 
 PART = "<part>"
 
@@ -157,7 +158,7 @@ def after_force(snapshot: Any) -> Any:
     return snapshot
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(50), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(namespace=namespaces, kind=st.sampled_from(PARTS), echoed=st.booleans())
 def test_force_removes_exactly_the_plan_and_nothing_else(namespace: dict[str, Any], kind: str, echoed: bool) -> None:
     model = small()
@@ -253,7 +254,7 @@ class Refusing:
         raise PermissionError("this object keeps what it holds")
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     namespace=namespaces,
     kind=st.sampled_from(PARTS),

@@ -22,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from nbmodels import BudgetExceededError, ModelConflictError, ModelNotFoundError
 from nbmodels.core import ModelManager
+from tests.soak import examples
 
 NAMES = st.sampled_from(["a", "b", "c", "d", "e"])
 SIZES = st.sampled_from([0.05, 0.1, 0.2])  # MiB: about 50, 100 and 200 KiB of float32
@@ -193,7 +194,7 @@ class PolicyMachine(RuleBasedStateMachine):
 
 TestPolicyMachine = PolicyMachine.TestCase
 TestPolicyMachine.settings = settings(
-    max_examples=150,
+    max_examples=examples(150),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
