@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 
-.PHONY: demo test lint bench docs clean labextension
+.PHONY: demo test lint bench figures docs clean labextension
 
 # The JupyterLab extension (labextension/, TypeScript): npm installs its packages from the lock file,
 # then builds it into labextension/dist, which the wheel ships (pyproject's data-files). Node 20 + npm.
@@ -61,8 +61,18 @@ test: lint
 	# and the process-wide state they set up (shells, the manager, imported libraries) must not meet the others'
 	$(BIN)/python -m pytest tests/docs
 
+# Every benchmark, stored in benchmarks/stored-run.json (the run the documentation's figures are checked
+# against), then the figures the pages quote that this run changed. One module: python -m benchmarks core.
+# Then the soak: the property tests at full length (make test runs a fifth of their examples).
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks --update benchmarks/stored-run.json
+	-$(BIN)/python -m benchmarks.quoted
+	NBMODELS_SOAK=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/core/test_policy_state_machine.py \
+		tests/core/test_force_properties.py
+
+# Write the stored run's figures into the pages that quote them (README.md, docs/).
+figures: $(VENV)/.installed-test
+	$(BIN)/python -m benchmarks.quoted --write
 
 # The pages of docs/ as a static site in site/; --strict: a broken link or a warning fails (the suite checks it too).
 # NO_MKDOCS_2_WARNING: no end-of-life banner from the Material theme.

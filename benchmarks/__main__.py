@@ -1,15 +1,21 @@
-"""Run the benchmarks and print one table: ``python -m benchmarks [MODULE ...] [--json PATH]``.
+"""Run the benchmarks and print one table: ``python -m benchmarks [MODULE ...] [--json PATH | --update PATH]``.
 
 Every module of this package that defines ``run() -> list[Figure]`` is a benchmark
-(``common`` and private modules excepted); ``core`` runs first, the rest in name order,
-each in a fresh interpreter. A module that fails is reported and the others still run;
+(``common`` and ``quoted`` and private modules excepted); ``core`` runs first, the rest in name
+order, each in a fresh interpreter. A module that fails is reported and the others still run;
 the exit status is 1 then, and also when ``--check`` is given and a figure misses its target.
+
+``--update PATH`` keeps a stored run: the modules run now replace their own figures in PATH and
+the others stay, each module with the date, machine and load it was measured at. ``make bench``
+stores its run in ``benchmarks/stored-run.json``, the file the documentation's figures are
+checked against (``benchmarks.quoted``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import importlib
 import importlib.metadata
 import json
@@ -28,7 +34,7 @@ from typing import Any
 from benchmarks.common import QUICK_ENV, Figure, quick
 
 PACKAGE = Path(__file__).resolve().parent
-_NOT_BENCHMARKS = {"common"}
+_NOT_BENCHMARKS = {"common", "quoted"}
 _FIRST = ("core",)
 MODULE_TIMEOUT_S = 900
 
@@ -74,21 +80,48 @@ def table(rows: Sequence[tuple[str, Figure]]) -> str:
     return "\n".join(lines)
 
 
-def as_json(
-    rows: Sequence[tuple[str, Figure]], errors: dict[str, str], argv: Sequence[str], seconds: float
-) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class ModuleRun:
+    """When and under what load one module ran: a figure means little without it."""
+
+    name: str
+    started: str  # UTC, ISO 8601
+    seconds: float
+    load_average: float  # the 1-minute load average as the module started
+    error: str | None = None
+
+
+def machine_facts() -> dict[str, Any]:
     import psutil
 
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "memory_bytes": int(psutil.virtual_memory().total),
+        "torch": _torch_version(),
+    }
+
+
+def as_json(
+    rows: Sequence[tuple[str, Figure]], runs: Sequence[ModuleRun], argv: Sequence[str], seconds: float
+) -> dict[str, Any]:
+    machine = machine_facts()
     return {
         "command": "python -m benchmarks " + " ".join(argv),
         "quick": quick(),
         "seconds": round(seconds, 1),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "memory_bytes": int(psutil.virtual_memory().total),
-            "torch": _torch_version(),
+        "machine": machine,
+        "modules": {
+            run.name: {
+                "started": run.started,
+                "seconds": round(run.seconds, 1),
+                "load_average": round(run.load_average, 2),
+                "quick": quick(),
+                "machine": machine,
+            }
+            for run in runs
+            if run.error is None
         },
         "figures": [
             {
@@ -103,6 +136,31 @@ def as_json(
             }
             for module, f in rows
         ],
+        "errors": {run.name: run.error for run in runs if run.error is not None},
+    }
+
+
+def merged(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` with the modules that ran in ``new`` replaced by theirs.
+
+    A module that failed now keeps its stored figures (and its error is kept beside them), so a
+    flaky run never leaves the documentation quoting a figure the file no longer has.
+    """
+    replaced = set(new["modules"])
+    figures = [f for f in stored.get("figures", []) if f["module"] not in replaced] + new["figures"]
+    order = {name: index for index, name in enumerate(discover())}
+    figures.sort(key=lambda f: order.get(f["module"], len(order)))
+    modules = {name: run for name, run in stored.get("modules", {}).items() if name not in replaced}
+    modules.update(new["modules"])
+    errors = {name: e for name, e in stored.get("errors", {}).items() if name not in replaced}
+    errors.update(new["errors"])
+    return {
+        **new,
+        "command": "make bench (modules run separately: see each module's date)",
+        "quick": any(run["quick"] for run in modules.values()),
+        "seconds": round(sum(run["seconds"] for run in modules.values()), 1),
+        "modules": dict(sorted(modules.items(), key=lambda item: order.get(item[0], len(order)))),
+        "figures": figures,
         "errors": errors,
     }
 
@@ -165,7 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help="benchmark modules to run (default: all)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the table as JSON to PATH")
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument("--json", type=Path, metavar="PATH", help="also write the table as JSON to PATH")
+    store.add_argument(
+        "--update", type=Path, metavar="PATH", help="store this run's modules in PATH, keeping the other modules'"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness, not the figures")
     parser.add_argument("--check", action="store_true", help="exit 1 when a figure misses its target")
     parser.add_argument("--list", action="store_true", help="print the benchmark modules and exit")
@@ -183,17 +245,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     rows: list[tuple[str, Figure]] = []
-    errors: dict[str, str] = {}
+    runs: list[ModuleRun] = []
     for name in args.modules or available:
         print(f"running benchmarks.{name} ...", file=sys.stderr, flush=True)
         module_started = time.perf_counter()
+        date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        load = os.getloadavg()[0]
+        error = None
         try:
             rows += [(name, figure) for figure in run_isolated(name)]
         except Exception as exc:
-            errors[name] = f"{type(exc).__name__}: {exc}"
-            print(f"benchmarks.{name} failed: {errors[name]}", file=sys.stderr, flush=True)
-        print(f"  {name}: {time.perf_counter() - module_started:.1f}s", file=sys.stderr, flush=True)
+            error = f"{type(exc).__name__}: {exc}"
+            print(f"benchmarks.{name} failed: {error}", file=sys.stderr, flush=True)
+        took = time.perf_counter() - module_started
+        runs.append(ModuleRun(name, date, took, load, error))
+        print(f"  {name}: {took:.1f}s", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - started
+    errors = {run.name: run.error for run in runs if run.error is not None}
 
     print(table(rows))
     for name, error in errors.items():
@@ -201,9 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     missed = [f.name for _, f in rows if f.meets_target is False]
     summary = f"{len(rows)} figures, {len(missed)} missing their target, in {seconds:.0f}s"
     print(summary + (" (quick run: sizes shrunk, not the published figures)" if quick() else ""))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(as_json(rows, errors, argv, seconds), indent=2) + "\n")
+    result = as_json(rows, runs, argv, seconds)
+    if args.update is not None and args.update.exists():
+        result = merged(json.loads(args.update.read_text()), result)
+    target = args.json or args.update
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     if errors or (args.check and missed):
         return 1
     return 0

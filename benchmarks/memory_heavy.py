@@ -105,6 +105,7 @@ def run() -> list[Figure]:
         f"{found['rows']} rows; median of {rounds}"
     )
     return [
+        Figure("heavy notebook: objects tracked by gc", found["objects"], "objects", note="transformers imported"),
         Figure("heavy notebook: %memory", found["memory_ms"], "ms", note=where),
         Figure("heavy notebook: %memory --diff", found["diff_ms"], "ms", note=where),
         Figure("one gc.collect() in the same session", found["gc_ms"], "ms", note="for scale"),
