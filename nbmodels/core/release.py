@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from nbmodels.core import isolation, memory
+from nbmodels.core.collector import collector_paused
 from nbmodels.core.holders.records import Action, Blocker, RemovalPlan
 from nbmodels.core.holders.sites import Boundary, Gap, Site
 from nbmodels.core.holders.watch import Watch
@@ -84,26 +85,28 @@ def release(
     rechecked = tuple(watch.name for watch in watches)
     released: list[str] = []
     remotes: list[tuple[str, Any]] = []  # models in a worker: stopping the worker is what frees them
-    for item in taken:
-        released.append(item.name)
-        try:
-            if isolation.is_remote(item.model):
-                remotes.append((item.name, item.model))
-            else:
-                watches.append(Watch(item.name, item.model))
-                if record is not None:
-                    record(watches[-1])
-            if item.on_release is not None:
-                item.on_release(item.model)
-        except Exception as exc:
-            errors[item.name] = f"{type(exc).__name__}: {exc}"
-            log.warning("releasing %s: %s", item.name, errors[item.name])
-        finally:
-            item.model = None
+    with collector_paused():  # watching every tensor allocates: see nbmodels.core.collector
+        for item in taken:
+            released.append(item.name)
+            try:
+                if isolation.is_remote(item.model):
+                    remotes.append((item.name, item.model))
+                else:
+                    watches.append(Watch(item.name, item.model))
+                    if record is not None:
+                        record(watches[-1])
+                if item.on_release is not None:
+                    item.on_release(item.model)
+            except Exception as exc:
+                errors[item.name] = f"{type(exc).__name__}: {exc}"
+                log.warning("releasing %s: %s", item.name, errors[item.name])
+            finally:
+                item.model = None
     taken.clear()
     stops = isolation.stop_all(remotes) if remotes else {}
     del remotes
-    outcome = _settle(watches, request, places, loaded)
+    with collector_paused():  # the search and force: see nbmodels.core.collector
+        outcome = _settle(watches, request, places, loaded)
     cuda_emptied = memory.empty_cuda_cache()
     freed: dict[str, int] = {}
     not_owned: dict[Origin, int] = {}  # died, but over a file's pages or another object's memory: nothing came back

@@ -14,7 +14,6 @@ reported as unattributed, never dropped.
 
 from __future__ import annotations
 
-import gc
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from nbmodels.core.attribution.census import StorageInfo, census
 from nbmodels.core.attribution.report import Holding, MemoryReport, MemoryRow, Remedy, RowKind
 from nbmodels.core.attribution.residue import CudaReading, live_cuda, residue
 from nbmodels.core.attribution.walk import Reach, Relation, Walker
+from nbmodels.core.collector import collector_paused
 from nbmodels.core.holders.sites import Boundary, Gap, Site
 
 MiB = 1 << 20
@@ -373,25 +373,22 @@ def memory_report(
     del watches
     if unload is None:
         unload = _unload_command(manager)
-    collecting = gc.isenabled()
-    gc.disable()  # the walk's short-lived tuples must not trigger a full collection (as costly as the report)
     try:
-        return attribute(
-            places,
-            models,
-            released,
-            threshold=threshold,
-            everything=everything,
-            rss=memory.process_rss(),
-            cuda=live_cuda() if cuda is None else cuda,
-            unload=unload,
-            budget=budget,
-            elsewhere=elsewhere,
-        )
+        with collector_paused():  # the walk's short-lived tuples must not set off a full collection
+            return attribute(
+                places,
+                models,
+                released,
+                threshold=threshold,
+                everything=everything,
+                rss=memory.process_rss(),
+                cuda=live_cuda() if cuda is None else cuda,
+                unload=unload,
+                budget=budget,
+                elsewhere=elsewhere,
+            )
     finally:
         del places, models
-        if collecting:
-            gc.enable()
 
 
 def _unload_command(manager: Any) -> Callable[[str], Remedy]:
