@@ -172,9 +172,13 @@ class Measurement:
         latest, touched = _log.since(self._seen)
         if touched is None or not self._modules.isdisjoint(touched):
             return False
-        for ref, pointer in self._samples:
-            tensor = ref()
-            if tensor is None or _pointer(tensor) != pointer:
+        try:  # a list() asks this of every model: the common case stays a plain loop
+            for ref, pointer in self._samples:
+                tensor = ref()
+                if tensor is None or tensor.data_ptr() != pointer:
+                    return False
+        except (RuntimeError, TypeError, AttributeError):  # a tensor without a data pointer: compare as measured
+            if any((t := ref()) is None or _pointer(t) != pointer for ref, pointer in self._samples):
                 return False
         if self._length is not None and len(model) != self._length:
             return False

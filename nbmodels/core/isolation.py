@@ -66,9 +66,15 @@ def check_runner(runner: Any) -> str:
 
 def is_remote(model: Any) -> bool:
     """True for the proxy of a model that runs in a worker (tested on the type: a proxy forwards attributes)."""
-    from nbmodels.core.runners.remote import RemoteModel
+    global _remote_type
+    if _remote_type is None:  # imported on first use: the runners import this module
+        from nbmodels.core.runners.remote import RemoteModel
 
-    return type(model) is RemoteModel
+        _remote_type = RemoteModel
+    return type(model) is _remote_type
+
+
+_remote_type: type | None = None
 
 
 def check_portable(name: str, origin: Any, *, kwargs: dict[str, Any], trust: bool) -> None:
