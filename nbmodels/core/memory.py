@@ -7,8 +7,6 @@ Readings (RSS, CUDA allocated) are measurements, never attributed guesses.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import sys
 from collections.abc import Iterator
@@ -334,9 +332,11 @@ def describe_reading(reading: DeviceMemory) -> str:
 def _libc_malloc_trim() -> Any:
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # here, not at import: %load_ext should not pay for it
+
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
+        # the running program's symbols include its C library's (ctypes.util.find_library would run ldconfig)
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
 

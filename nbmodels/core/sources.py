@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -35,11 +34,14 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbmodels.core import folder_sources
 from nbmodels.core.demo import DEMO_MODELS
 from nbmodels.errors import InvalidArgumentError, SourceError, UnknownKeywordError, UnsafeCheckpointError
+
+if TYPE_CHECKING:
+    import importlib.metadata
 
 log = logging.getLogger("nbmodels")
 
@@ -316,6 +318,8 @@ def _plugin_loaders() -> dict[str, importlib.metadata.EntryPoint]:
     global _plugin_cache
     signature = _path_signature()
     if _plugin_cache is None or _plugin_cache[0] != signature:
+        import importlib.metadata  # here: reading the installed packages' metadata is slow to import
+
         found = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
         _plugin_cache = (signature, found)
     return _plugin_cache[1]

@@ -16,16 +16,18 @@ import dataclasses
 import re
 import shlex
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, magics_class
 
 from nbmodels.core import ModelManager, get_manager
-from nbmodels.core.attribution import MemoryDiff, MemoryReport, MemoryRow, Remedy, memory_report
 from nbmodels.core.memory import format_bytes
 from nbmodels.core.policy.sizes import parse_size
 from nbmodels.errors import NbModelsError
 from nbmodels.ipython.magics import _usage, argument, line_magic, magic_arguments, one_line, parse_line
+
+if TYPE_CHECKING:  # the attribution is imported by the first %memory: %load_ext should not pay for it
+    from nbmodels.core.attribution import MemoryDiff, MemoryReport, MemoryRow, Remedy
 
 _OUTPUT = re.compile(r"_\d+")
 
@@ -62,6 +64,8 @@ def _spell(remedy: Remedy) -> str:
 
 
 def unload(name: str) -> Remedy:
+    from nbmodels.core.attribution import Remedy
+
     return Remedy("unload", name, f"%unload_model {shlex.quote(name)} --force")
 
 
@@ -69,6 +73,8 @@ def report(
     manager: ModelManager | None = None, *, threshold: int | None = None, everything: bool = False
 ) -> MemoryReport:
     """The report with IPython's spelling (what ``%memory`` shows)."""
+    from nbmodels.core.attribution import memory_report
+
     kwargs: dict[str, Any] = {"everything": everything, "unload": unload}
     if threshold is not None:
         kwargs["threshold"] = threshold
@@ -121,6 +127,8 @@ class MemoryMagics(Magics):
         before, self.previous = self.previous, found
         if args.diff:
             if before is None:
+                from nbmodels.core.attribution import MemoryReport
+
                 return found.diff(MemoryReport((), (), {}, {}, found.threshold))
             return found.diff(before)
         return found

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 import unicodedata
 from pathlib import Path
@@ -113,7 +112,7 @@ def write_private_file(path: Path, data: bytes, *, durable: bool = False) -> Non
     """
     directory = path.parent
     check_private_dir(directory)
-    temporary = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    temporary = directory / f".{path.name}.{os.getpid()}.{os.urandom(8).hex()}{TEMP_SUFFIX}"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
     try:
         try:
