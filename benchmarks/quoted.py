@@ -33,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 STORED_RUN = ROOT / "benchmarks" / "stored-run.json"
 UNITLESS = frozenset({"ratio", "fraction"})
+TIMES = frozenset({"s", "ms", "µs"})
 ELSEWHERE = "elsewhere"
 
 # <!-- bench MODULE: FIGURE NAME -->VALUE[ UNIT]
@@ -98,7 +99,8 @@ def load_stored(path: Path = STORED_RUN) -> dict[str, Any]:
 
 
 def figures_by_key(stored: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(f["module"], f["name"]): f for f in stored["figures"]}
+    # a name indented in the printed table ("  the same, 95th percentile") is quoted without its indent
+    return {(f["module"], f["name"].strip()): f for f in stored["figures"]}
 
 
 def decimals_of(number: str) -> int:
@@ -108,6 +110,8 @@ def decimals_of(number: str) -> int:
 def render(value: float, decimals: int, *, thousands: bool) -> str:
     """``value`` rounded half-even to ``decimals`` places (as the page writes it)."""
     rounded = Decimal(repr(value)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN)
+    if rounded.is_zero():
+        rounded = abs(rounded)  # -0.00003 is "0", never "-0"
     return f"{rounded:,.{decimals}f}" if thousands else f"{rounded:.{decimals}f}"
 
 
@@ -122,8 +126,8 @@ def expected_text(quote: Quote, figure: dict[str, Any]) -> str:
     """What the quote should say for ``figure``, at the precision the page chose."""
     value = float(figure["value"])
     text = render(value, decimals_of(quote.number), thousands="," in quote.number)
-    if value != 0 and not any(ch in "123456789" for ch in text):
-        return suggested(value)  # the page's precision would print a measured value as 0
+    if value != 0 and figure["unit"] in TIMES and not any(ch in "123456789" for ch in text):
+        return suggested(value)  # a time the page's precision would print as 0 ms
     return text
 
 
@@ -188,7 +192,7 @@ def rewrite(path: Path, stored: dict[str, Any]) -> int:
 def quoted_value(module: str, figure: dict[str, Any]) -> str:
     """A figure as a page quotes it: the marker, the value at two significant digits, the unit."""
     unit = "" if figure["unit"] in UNITLESS else f" {figure['unit']}"
-    return f"<!-- bench {module}: {figure['name']} -->{suggested(float(figure['value']))}{unit}"
+    return f"<!-- bench {module}: {figure['name'].strip()} -->{suggested(float(figure['value']))}{unit}"
 
 
 def table_rows(module: str, stored: dict[str, Any]) -> list[str]:

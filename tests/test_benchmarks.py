@@ -153,8 +153,13 @@ def test_a_quoted_figure_is_checked_at_the_precision_the_page_writes(tmp_path: P
 
 def test_a_figure_that_changed_is_reported_with_both_numbers_and_rewritten(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text("| a | <!-- bench core: report -->43 ms | ≤ 150 ms |\n| b | <!-- bench core: tiny -->0.5 ms |\n")
-    stored = stored_run(("core", "report", 51.6, "ms"), ("core", "tiny", 0.031, "ms"))
+    page.write_text(
+        "| a | <!-- bench core: report -->43 ms | ≤ 150 ms |\n| b | <!-- bench core: tiny -->0.5 ms |\n"
+        "| c | <!-- bench core: naive -->0 |\n"
+    )
+    stored = stored_run(
+        ("core", "report", 51.6, "ms"), ("core", "tiny", 0.031, "ms"), ("core", "naive", -2.6e-5, "fraction")
+    )
     found = problems(quotes_in(page), stored)
     assert len(found) == 2
     assert "'report' is 52 in the stored run, the page says 43" in found[0]
@@ -163,6 +168,7 @@ def test_a_figure_that_changed_is_reported_with_both_numbers_and_rewritten(tmp_p
     assert rewrite(page, stored) == 2
     assert page.read_text() == (
         "| a | <!-- bench core: report -->52 ms | ≤ 150 ms |\n| b | <!-- bench core: tiny -->0.031 ms |\n"
+        "| c | <!-- bench core: naive -->0 |\n"  # a fraction that rounds to 0 is 0 (never "-0")
     )
     assert problems(quotes_in(page), stored) == []
 

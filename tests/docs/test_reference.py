@@ -76,27 +76,3 @@ def test_every_page_is_in_the_site_navigation() -> None:
     nav = (REPO / "mkdocs.yml").read_text(encoding="utf-8")
     listed = set(re.findall(r":\s*([\w-]+\.md)\s*$", nav, flags=re.M))
     assert listed == {p.name for p in DOCS.glob("*.md")}
-
-
-def _table_rows(text: str) -> set[tuple[str, ...]]:
-    """Each row of every Markdown table in ``text``, as its stripped cells."""
-    return {
-        tuple(cell.strip() for cell in line.strip().strip("|").split("|"))
-        for line in text.splitlines()
-        if line.startswith("|") and not line.startswith("|---")
-    }
-
-
-def test_the_readme_quotes_the_figures_of_the_performance_page() -> None:
-    """A headline figure in the README is a row of docs/performance.md, word for word and number for number,
-    so the two cannot drift apart when a new run changes the full tables."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Headline figures", 1)[1].split("\n## ", 1)[0]
-    quoted = [row for row in _table_rows(section) if row != ("figure", "median")]
-    assert len(quoted) >= 3
-    full = {row[:2] for row in _table_rows((DOCS / "performance.md").read_text(encoding="utf-8"))}
-    for row in quoted:
-        assert row in full, f"the README quotes {row}, which docs/performance.md does not have"
-    reliability = _table_rows((DOCS / "reliability.md").read_text(encoding="utf-8"))
-    assert ("all of the above at once", "0", "1.014") in reliability
-    assert "model's bytes: 1.014) where" in section and "gets nothing back (0)" in section
