@@ -6,17 +6,21 @@ profile, and ``%config NBModels.<trait> = value`` in a running session. A bad
 environment value never stops a kernel from starting: ``%load_ext`` shows a
 warning for it once (:meth:`NBModels.problems`); a bad boolean or number is
 ignored, and a bad default device or dtype is kept, so the load it spoils says
-where it came from (:meth:`NBModels.origin`).
+where it came from (:meth:`NBModels.origin`). A bad value in an IPython profile
+(``c.NBModels.spare_workers = 100``) is refused by the same checks: one warning
+names it and the extension loads with the value it would have without it
+(:func:`settings_for`).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from typing import Any
 
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, Union, default, validate
-from traitlets.config import Configurable
+from traitlets.config import Config, Configurable
 
 from nbmodels.core.devices import dtype_name, parse_device_name
 from nbmodels.core.isolation import check_ray_address
@@ -377,10 +381,13 @@ class NBModels(Configurable):
             return f"{ENVIRONMENT[trait]} (NBModels.{trait})"
         return f"NBModels.{trait}"
 
+    refused: list[str]  # profile values left out by settings_for(), one line each
+
     def problems(self) -> list[str]:
-        """One line for each ``NBMODELS_*`` value that is unusable and not overridden by the profile or %config."""
+        """One line for each profile value refused and each ``NBMODELS_*`` value that is unusable and not
+        overridden by the profile or %config."""
         section = self.config.get(type(self).__name__, {})
-        found = []
+        found = list(getattr(self, "refused", []))
         for trait in ENVIRONMENT:
             _, problem = read_environment(trait, self.traits()[trait].default_value)
             if problem and trait not in section:
@@ -411,4 +418,32 @@ def _checked(check: Any, value: Any) -> Any:
     return value
 
 
-__all__ = ["ENVIRONMENT", "POLICY_TRAITS", "NBModels"]
+def settings_for(shell: Any) -> NBModels:
+    """The settings from ``shell``'s configuration; an entry the checks refuse is left out, with one warning.
+
+    traitlets raises while it builds the settings, which would stop ``%load_ext`` (and with it the shutdown
+    hook) over one bad line of a profile. The shell's own configuration is not changed.
+    """
+    try:
+        return NBModels(parent=shell)
+    except TraitError:
+        pass
+    config = copy.deepcopy(shell.config)
+    section = config.NBModels
+    refused: dict[str, tuple[Any, str]] = {}
+    for name, value in list(section.items()):
+        try:
+            NBModels(config=Config({"NBModels": {name: value}}))
+        except TraitError as exc:
+            refused[name] = (value, str(exc))
+            del section[name]
+    settings = NBModels(config=config)  # %config still reaches it: the extension adds it to shell.configurables
+    settings.refused = [
+        f"NBModels.{name} = {value!r} in the IPython configuration is refused ({problem}); "
+        f"using {getattr(settings, name)!r}"
+        for name, (value, problem) in refused.items()
+    ]
+    return settings
+
+
+__all__ = ["ENVIRONMENT", "POLICY_TRAITS", "NBModels", "settings_for"]

@@ -22,7 +22,7 @@ from typing import Any
 
 from nbmodels.ipython import completion, machine, namespace, policy, runners
 from nbmodels.ipython import memory as memory_magic
-from nbmodels.ipython.config import NBModels
+from nbmodels.ipython.config import NBModels, settings_for
 from nbmodels.ipython.magics import NBModelsMagics
 from nbmodels.ipython.shutdown import HookSettings, ShutdownHook
 
@@ -131,7 +131,7 @@ def load_ipython_extension(shell: Any) -> None:
     """Called by ``%load_ext nbmodels``: install every step; on a failure, remove what was installed."""
     if id(shell) in _sessions:
         return
-    session = Session(shell=shell, settings=NBModels(parent=shell))
+    session = Session(shell=shell, settings=settings_for(shell))
     try:
         for step in INSTALL_STEPS:
             undo = step(session)

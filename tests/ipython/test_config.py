@@ -90,3 +90,34 @@ def test_a_bad_environment_value_that_the_profile_overrides_is_not_warned_about(
     session = current_session(ip)
     assert session is not None and session.settings.load_defaults() == {"device": "cpu"}
     assert session.settings.origin("default_device") == "NBModels.default_device"
+
+
+@pytest.mark.parametrize(
+    ("trait", "value", "said"),
+    [
+        ("spare_workers", 100, "NBModels.spare_workers = 100 in the IPython configuration is refused ("),
+        ("shutdown_timeout", "forever", "NBModels.shutdown_timeout = 'forever' in the IPython configuration is"),
+    ],
+)
+def test_a_bad_profile_value_is_one_warning_and_the_extension_still_loads(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str], trait: str, value: object, said: str
+) -> None:
+    ip.run_line_magic("unload_ext", "nbmodels")
+    ip.config.NBModels[trait] = value  # what c.NBModels.<trait> = value in ipython_config.py does
+    ip.config.NBModels.default_dtype = "bf16"  # a good value beside it is kept
+    capsys.readouterr()
+    try:
+        ip.run_line_magic("load_ext", "nbmodels")
+        err = capsys.readouterr().err.splitlines()
+        session = current_session(ip)
+        assert session is not None
+        default = session.settings.trait_defaults(trait)
+        assert len(err) == 1 and err[0].startswith(f"nbmodels: {said}"), err
+        assert err[0].endswith(f"; using {default!r}")
+        assert getattr(session.settings, trait) == default and session.settings.default_dtype == "bf16"
+        assert ip.config.NBModels[trait] == value  # the shell's configuration is the user's: left as it was
+        ip.run_line_magic("config", "NBModels.verbose = False")  # %config still reaches the settings
+        assert session.settings.verbose is False
+    finally:
+        del ip.config.NBModels[trait]
+        del ip.config.NBModels["default_dtype"]
