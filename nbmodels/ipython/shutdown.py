@@ -12,7 +12,9 @@ Hence three hooks:
 - an ``atexit`` handler (main thread) that releases everything;
 - a SIGTERM handler (and the same for SIGHUP, which a closed terminal or a
   dying parent sends) that releases everything, then lets the signal do what
-  it did before (end the process, or call the previous handler).
+  it did before (end the process, or call the previous handler). A signal the
+  process ignores (SIGHUP under ``nohup``) gets no handler: the kernel goes on,
+  and so do its models.
 
 Whichever fires first does the work; the others see it done, so each process
 writes exactly one record. The release runs in a worker thread joined with a
@@ -136,7 +138,11 @@ class ShutdownHook:
         return undo
 
     def _install_signal(self, signum: int) -> Undo:
-        self._previous[signum] = signal.getsignal(signum)
+        previous = signal.getsignal(signum)
+        if previous == signal.SIG_IGN:
+            # ignored (a kernel started under nohup outlives its terminal): the process goes on, so must its models
+            return lambda: None
+        self._previous[signum] = previous
         signal.signal(signum, self._on_sigterm)
 
         def undo() -> None:

@@ -76,8 +76,21 @@ def run_python(tmp_path: Path, body: str) -> tuple[list[dict[str, Any]], subproc
     code = "from IPython.core.interactiveshell import InteractiveShell\nip = InteractiveShell.instance()\n"
     code += textwrap.dedent(body)
     env = {**os.environ, "NBMODELS_SHUTDOWN_LOG": str(log)}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_signals_as_a_terminal_leaves_them,
+    )
     return read_log(log), done
+
+
+def _signals_as_a_terminal_leaves_them() -> None:
+    """SIGHUP and SIGINT at their defaults: a test run under nohup or in the background inherits them ignored."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.slow
@@ -148,6 +161,29 @@ def test_sighup_releases_and_records_as_sigterm_does(tmp_path: Path) -> None:
     )
     assert done.returncode == -signal.SIGHUP and "survived" not in done.stdout
     assert len(records) == 1 and records[0]["reason"] == "sighup" and records[0]["released"] == ["a"]
+
+
+@pytest.mark.slow
+def test_an_ignored_sighup_stays_ignored_and_releases_nothing(tmp_path: Path) -> None:
+    # Under nohup SIGHUP is ignored: the kernel outlives the terminal, and so must its models.
+    records, done = run_python(
+        tmp_path,
+        """
+        import os, signal, time, nbmodels
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        ip.run_line_magic("load_ext", "nbmodels")
+        ip.run_line_magic("load_model", "a demo:mlp")
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(0.5)
+        print("survived SIGHUP with", [info.name for info in nbmodels.get_manager().list()])
+        ip.run_line_magic("unload_ext", "nbmodels")
+        print("SIGHUP ignored after unload_ext:", signal.getsignal(signal.SIGHUP) == signal.SIG_IGN)
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "survived SIGHUP with ['a']" in done.stdout
+    assert "SIGHUP ignored after unload_ext: True" in done.stdout
+    assert records == []  # nothing released by the signal (and %unload_ext removed the exit hook)
 
 
 def test_a_shutdown_log_that_cannot_be_written_is_said_once(

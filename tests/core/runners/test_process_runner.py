@@ -239,10 +239,15 @@ def test_a_cuda_error_met_while_sending_the_result_also_ends_the_worker(fresh_pr
 
 def test_a_keyboard_interrupt_while_waiting_interrupts_the_call_in_the_worker(fresh_probe: RemoteModel) -> None:
     # A real SIGINT, as Ctrl-C or Jupyter's interrupt sends it (the worker, in its own session, gets none).
+    # Python's own handler, as a kernel has one: a test run started in the background inherits SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
     started = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
-        fresh_probe.slow(30.0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fresh_probe.slow(30.0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert fresh_probe.call("pid") == fresh_probe.pid  # answered now: the slow call was interrupted, not finished
     assert time.perf_counter() - started < 10
 
