@@ -165,6 +165,9 @@ def main(argv: list[str]) -> None:
     import torch  # what makes a started worker fast to load into
     import torch.multiprocessing  # noqa: F401  (registers torch's sharing reductions)
 
+    # A kernel's interrupt reaches a call as a SIGINT to this main thread: Python's own handler, whatever the
+    # kernel had (one started in the background or under nohup passes SIGINT on ignored, and nothing would stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     worker = Worker(conn)
     worker.send(0, protocol.OK, pickle.dumps(os.getpid()))
     threading.Thread(target=worker.receive_forever, name="nbmodels-worker-receiver", daemon=True).start()

@@ -252,6 +252,25 @@ def test_a_keyboard_interrupt_while_waiting_interrupts_the_call_in_the_worker(fr
     assert time.perf_counter() - started < 10
 
 
+def test_a_worker_started_with_sigint_ignored_still_takes_the_kernels_interrupt() -> None:
+    # A kernel started in the background (or under nohup) has SIGINT ignored, and its workers inherit that.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        remote = runners.start("process", "ignoring", PROBE, spare=False)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the kernel's own handler, as ipykernel has one
+    try:
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        started = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            remote.slow(30.0)
+        assert remote.call("pid") == remote.pid
+        assert time.perf_counter() - started < 10  # interrupted in the worker, not waited out
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        remote.stop()
+
+
 def test_several_workers_start_at_once() -> None:
     with ThreadPoolExecutor(3) as pool:
         models = list(pool.map(lambda i: runners.start("process", f"m{i}", PROBE, spare=False), range(3)))
