@@ -237,7 +237,7 @@ class StillAlive:
         """A heading, the plan (one line per action and blocker), then the remedy."""
         lines = [f"{self._subject()} is still alive, held by {len(self.holders)} reference(s):"]
         lines += [f"  {line}" for line in self.plan.lines()]
-        remedy = self._remedy()
+        remedy = "" if self.blocked else self._remedy()  # the plan's lines already say what blocks force
         return lines + ([f"  {remedy}"] if remedy else [])
 
     def details(self) -> list[str]:

@@ -45,7 +45,8 @@ def test_the_leak_hunting_notebook_frees_with_force_what_the_naive_way_cannot(tm
     assert "button still here: Predict | Out is still a dict: dict" in forced
 
     blocked = shown[next(s for s in shown if "helpers.CACHE = mgr.load" in s)]
-    assert "force cannot free it: helpers.CACHE: a global variable of module helpers" in blocked
+    assert "force cannot free it:\n    - helpers.CACHE: a global variable of module helpers" in blocked
+    assert blocked.count("a global variable of module helpers") == 1  # said once, not again as a summary
     assert "force removed 1 holder(s) of lm:\n  - del lm" in shown["helpers.CACHE = None\n%unload_model lm --force"]
     removed = shown[next(s for s in shown if s.startswith("for name, actions in report.removed"))]
     assert "clf: callback  remove the on_click callback #0 of button" in removed
